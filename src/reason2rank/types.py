@@ -1,0 +1,83 @@
+"""Core value types shared by every scorer and both adapters.
+
+They are plain frozen dataclasses: the core never mutates what it is given, and adapters convert their
+own objects (DataFrame rows, Haystack Documents) to and from these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query: an id (free-form string) and its text."""
+
+    id: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.text, str) or not self.text.strip():
+            raise ValueError(
+                f"Query {self.id!r} has no text ({self.text!r}); every query needs a non-empty string "
+                "text to be reranked against"
+            )
+
+
+@dataclass(frozen=True)
+class Doc:
+    """A candidate document. ``text`` may be empty; ``title`` is prepended where the model expects it."""
+
+    id: str
+    text: str
+    title: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def full_text(self) -> str:
+        """Title and text joined the way the scorers read a document."""
+        if self.title:
+            return f"{self.title} {self.text}" if self.text else self.title
+        return self.text
+
+
+@dataclass(frozen=True)
+class ScoredDoc:
+    """A document with its score, its 0-based rank in the query's list and, on request, explanations.
+
+    ``reasoning`` is generated text (causal-LM models only) and ``evidence`` a sentence of the document;
+    both are ``None`` when not requested or when the model cannot give them — never an invented string.
+    """
+
+    doc: Doc
+    score: float
+    rank: int
+    reasoning: str | None = None
+    evidence: str | None = None
+
+
+def clean_text(value: Any) -> tuple[str, bool]:
+    """Return (text, was_missing): None and NaN become the empty string; anything else is kept as is.
+
+    Non-UTF-8 bytes are decoded with replacement so nothing is lost silently; mojibake already in a str
+    is kept untouched (it is the collection's own text).
+    """
+    if value is None:
+        return "", True
+    if isinstance(value, float) and math.isnan(value):
+        return "", True
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace"), False
+    if not isinstance(value, str):
+        try:
+            import pandas as pd  # optional; only to recognise pd.NA
+
+            if value is pd.NA:
+                return "", True
+        except ImportError:
+            pass
+        return str(value), False
+    return value, False
