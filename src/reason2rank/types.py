@@ -48,8 +48,10 @@ class Doc:
 class ScoredDoc:
     """A document with its score, its 0-based rank in the query's list and, on request, explanations.
 
-    ``reasoning`` is generated text (causal-LM models only) and ``evidence`` a sentence of the document;
-    both are ``None`` when not requested or when the model cannot give them — never an invented string.
+    ``reasoning`` is generated text on how the document addresses the query (causal-LM models only),
+    ``comparison`` generated text on why it outranks the next document in the list, and ``evidence`` a
+    sentence of the document. Each is ``None`` when not requested or when the model cannot give it — never
+    an invented or empty string.
     """
 
     doc: Doc
@@ -57,6 +59,7 @@ class ScoredDoc:
     rank: int
     reasoning: str | None = None
     evidence: str | None = None
+    comparison: str | None = None
 
 
 def clean_text(value: Any) -> tuple[str, bool]:

@@ -1,0 +1,197 @@
+"""The batching engine shared by all transformer scorers.
+
+Features (token id lists) of every (query, doc) pair of every query arrive at once; the engine sorts them by
+length, pads each batch to its own longest member, runs the forward under ``torch.inference_mode`` on the
+chosen device and dtype, halves the batch on CUDA out-of-memory, and returns results in input order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+Features = dict[str, list[int]]
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True where the CPU has bf16 matrix instructions (AVX512-BF16 or AMX); bf16 is then faster than fp32."""
+    if sys.platform.startswith("linux"):
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                for line in f:
+                    if line.startswith("flags"):
+                        flags = set(line.split(":", 1)[1].split())
+                        return bool({"avx512_bf16", "amx_bf16"} & flags)
+        except OSError:
+            return False
+    return False
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` picks cuda, then mps, then cpu."""
+    if device is None or (isinstance(device, str) and device == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from e
+
+
+_DTYPES = {
+    "fp32": torch.float32, "float32": torch.float32, "float": torch.float32,
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16, "half": torch.float16,
+}  # fmt: skip
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """``None``/``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with native bf16,
+    else fp32. An explicit dtype always wins."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is None or dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if device.type == "cpu" and cpu_has_native_bf16():
+            return torch.bfloat16
+        return torch.float32
+    try:
+        return _DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of 'auto', {', '.join(sorted(set(_DTYPES)))}") from None
+
+
+def default_batch_size(device: torch.device) -> int:
+    return 64 if device.type == "cuda" else 32
+
+
+def pad_batch(
+    features: Sequence[Features], pad_token_id: int, padding_side: str = "right", device: torch.device | None = None
+) -> dict[str, torch.Tensor]:
+    """Pad token lists to the batch's longest; builds ``attention_mask``; pads other keys with 0."""
+    n = len(features)
+    width = max(len(f["input_ids"]) for f in features)
+    keys = [k for k in features[0] if k != "attention_mask"]
+    out = {k: torch.full((n, width), pad_token_id if k == "input_ids" else 0, dtype=torch.long) for k in keys}
+    mask = torch.zeros((n, width), dtype=torch.long)
+    for i, f in enumerate(features):
+        length = len(f["input_ids"])
+        sl = slice(width - length, width) if padding_side == "left" else slice(0, length)
+        for k in keys:
+            out[k][i, sl] = torch.as_tensor(f[k], dtype=torch.long)
+        mask[i, sl] = 1
+    out["attention_mask"] = mask
+    if device is not None:
+        out = {k: v.to(device) for k, v in out.items()}
+    return out
+
+
+def _is_oom(e: BaseException) -> bool:
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
+    return isinstance(e, oom) or "out of memory" in str(e).lower()
+
+
+class Engine:
+    """Runs ``forward`` over length-sorted batches of features; results come back in input order.
+
+    ``forward(batch_tensors, batch_features) -> Tensor[batch, ...]``. The engine owns the device, dtype,
+    batch size, progress bar and the out-of-memory back-off; the scorer owns tokenisation and the read-out.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.batch_size = batch_size or default_batch_size(self.device)
+        self.progress = progress
+
+    def __repr__(self) -> str:
+        return f"Engine(device={self.device}, dtype={self.dtype}, batch_size={self.batch_size})"
+
+    def run(
+        self,
+        features: Sequence[Features],
+        forward: Callable[[dict[str, torch.Tensor], Sequence[Features]], torch.Tensor],
+        pad_token_id: int,
+        padding_side: str = "right",
+        desc: str = "scoring",
+    ) -> np.ndarray:
+        n = len(features)
+        if n == 0:
+            return np.zeros((0,), dtype=np.float32)
+        order = sorted(range(n), key=lambda i: -len(features[i]["input_ids"]))
+        results: list[Any] = [None] * n
+        batch_size = self.batch_size
+        start = 0
+        bar = _progress_bar(total=n, desc=desc, enabled=self.progress and n > batch_size)
+        try:
+            with torch.inference_mode():
+                while start < n:
+                    idx = order[start : start + batch_size]
+                    feats = [features[i] for i in idx]
+                    try:
+                        batch = pad_batch(feats, pad_token_id, padding_side, self.device)
+                        out = forward(batch, feats).float().cpu().numpy()
+                    except (RuntimeError, MemoryError) as e:
+                        if self.device.type != "cuda" or not _is_oom(e) or batch_size == 1:
+                            raise
+                        torch.cuda.empty_cache()
+                        batch_size = max(1, batch_size // 2)
+                        warnings.warn(f"CUDA out of memory; retrying with batch_size={batch_size}", stacklevel=2)
+                        continue
+                    for j, i in enumerate(idx):
+                        results[i] = out[j]
+                    start += len(idx)
+                    bar.update(len(idx))
+        finally:
+            bar.close()
+        return np.stack(results)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled or os.environ.get("R2R_NO_PROGRESS"):
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, leave=False)
+
+
+def warn_truncated(count: int, total: int, max_length: int, what: str = "query-document pairs") -> None:
+    """One warning per call, counting the inputs cut to ``max_length``."""
+    if count:
+        warnings.warn(
+            f"{count} of {total} {what} were longer than max_length={max_length} tokens and had their document "
+            "truncated (raise max_length, or split long documents with reason2rank.cascade)",
+            stacklevel=3,
+        )

@@ -1,0 +1,1 @@
+"""Scorer families, one module each, imported lazily by ``reason2rank.load``."""

@@ -1,0 +1,348 @@
+"""Causal-LM pointwise family: one prompt per (query, document), built with the model's chat template.
+
+Two read-outs at the last position of the prompt:
+- ``tokens``: logit(positive) - logit(negative), e.g. "yes"/"no" (GMR, Qwen3-Reranker) or "1"/"0" (ProRank,
+  mxbai-rerank-v2). Computed in fp32 from the final hidden state, so bf16 does not saturate into ties.
+- ``rank_head``: a scalar linear head on the last token's hidden state (the Reason-to-Rank student).
+
+Prompts are left-padded with position ids taken from the attention mask, so a score does not depend on
+what else is in the batch. Truncation only ever cuts the document: the instruction, the query (up to
+``max_query_length`` tokens) and the chat-template ending the score is read from are always kept.
+The same model explains: ``generate_reasoning`` and ``generate_comparisons`` decode greedily.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reason2rank.engine import Features, pad_batch, warn_truncated
+from reason2rank.scorers.base import TransformerReranker, attach_adapter
+from reason2rank.types import Doc, Query
+
+READOUTS = ("tokens", "rank_head")
+RANK_HEAD_FILE = "rank_head.safetensors"
+_SLOT = "\ue000R2R_SLOT_{}\ue000"
+
+
+@dataclass(frozen=True)
+class PromptPart:
+    """One chat turn pattern: system and user text with ``{query}`` and document slots."""
+
+    user: str
+    system: str | None = None
+    assistant_prefix: str = ""
+    max_new_tokens: int = 96
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    version: int
+    score: PromptPart
+    readout: dict[str, Any] = field(default_factory=dict)
+    reasoning: PromptPart | None = None
+    comparison: PromptPart | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PromptTemplate:
+        if "user" not in data or "{document}" not in data["user"] or "{query}" not in data["user"]:
+            raise ValueError("a prompt template needs a 'user' text containing both {query} and {document}")
+
+        def part(d: dict[str, Any] | None, slots: tuple[str, ...]) -> PromptPart | None:
+            if not d:
+                return None
+            for s in slots:
+                if "{" + s + "}" not in d.get("user", ""):
+                    raise ValueError(f"prompt template part needs {{{s}}} in its 'user' text: {d!r}")
+            return PromptPart(
+                user=d["user"],
+                system=d.get("system"),
+                assistant_prefix=d.get("assistant_prefix", ""),
+                max_new_tokens=int(d.get("max_new_tokens", 96)),
+            )
+
+        return cls(
+            name=data.get("name", "custom"),
+            version=int(data.get("version", 1)),
+            score=part(data, ("query", "document")),
+            readout=dict(data.get("readout") or {}),
+            reasoning=part(data.get("reasoning"), ("query", "document")),
+            comparison=part(data.get("comparison"), ("query", "document_a", "document_b")),
+            source=data,
+        )
+
+
+def builtin_prompts() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("reason2rank.prompts").iterdir() if p.name.endswith(".json"))
+
+
+def load_prompt_template(spec: str | os.PathLike | dict[str, Any], base_dir: Path | None = None) -> PromptTemplate:
+    """A dict, a JSON file path (relative paths resolve against ``base_dir``) or a built-in prompt name."""
+    if isinstance(spec, dict):
+        return PromptTemplate.from_dict(spec)
+    spec_s = str(spec)
+    candidates = [Path(spec_s)]
+    if base_dir is not None:
+        candidates.insert(0, base_dir / spec_s)
+    for path in candidates:
+        if path.is_file():
+            return PromptTemplate.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    name = spec_s[:-5] if spec_s.endswith(".json") else spec_s
+    if name in builtin_prompts():
+        text = resources.files("reason2rank.prompts").joinpath(name + ".json").read_text(encoding="utf-8")
+        return PromptTemplate.from_dict(json.loads(text))
+    raise FileNotFoundError(
+        f"prompt template {spec_s!r} not found (looked for {', '.join(str(c) for c in candidates)} and the "
+        f"built-in prompts: {', '.join(builtin_prompts())})"
+    )
+
+
+class CausalLMReranker(TransformerReranker):
+    """Pointwise LLM reranker over ``AutoModelForCausalLM`` (Llama, Qwen2, Mistral, ...)."""
+
+    family = "causal-lm"
+    padding_side = "left"
+
+    def __init__(
+        self,
+        model_name_or_path: str | os.PathLike,
+        *,
+        prompt_template: str | os.PathLike | dict[str, Any] = "yes_no",
+        readout: str | dict[str, Any] | None = None,
+        adapter: str | os.PathLike | None = None,
+        merge_adapter: bool = False,
+        rank_head: str | os.PathLike | None = None,
+        max_query_length: int = 128,
+        max_new_tokens: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model_name_or_path, **kwargs)
+        from transformers import AutoModelForCausalLM
+
+        base_dir = self.model_dir
+        self.template = load_prompt_template(prompt_template, base_dir)
+        self._template_spec = prompt_template
+        readout_cfg = {"type": readout} if isinstance(readout, str) else dict(readout or self.template.readout)
+        if readout_cfg.get("type") not in READOUTS:
+            raise ValueError(f"unknown read-out {readout_cfg.get('type')!r}; known: {', '.join(READOUTS)}")
+        self.readout = readout_cfg
+        self.max_query_length = max_query_length
+        self.max_new_tokens = max_new_tokens
+
+        self.tokenizer = self._load_tokenizer()
+        model = AutoModelForCausalLM.from_pretrained(
+            self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs()
+        )
+        self.adapter = str(adapter) if adapter else None
+        self.merge_adapter = merge_adapter
+        model, self._peft = attach_adapter(model, self.adapter, merge_adapter, **self.hub_kwargs)
+        self.model = self._finish_model(model)
+        self.rank_head: torch.nn.Linear | None = None
+        if self.readout["type"] == "tokens":
+            self.positive_id = self._single_token(self.readout.get("positive_id"), self.readout.get("positive"))
+            self.negative_id = self._single_token(self.readout.get("negative_id"), self.readout.get("negative"))
+        else:
+            head_path = rank_head or self.readout.get("file") or RANK_HEAD_FILE
+            self.rank_head = self._load_rank_head(head_path, base_dir)
+        self._segments_cache: dict[tuple, list[list[int] | int]] = {}
+
+    # -- set-up -------------------------------------------------------------------------------------
+    def _single_token(self, token_id: int | None, word: str | None) -> int:
+        if token_id is not None:
+            return int(token_id)
+        if not word:
+            raise ValueError("a 'tokens' read-out needs 'positive' and 'negative' words (or *_id token ids)")
+        ids = self.tokenizer.encode(word, add_special_tokens=False)
+        if len(ids) != 1:
+            raise ValueError(
+                f"the read-out word {word!r} is {len(ids)} tokens for this tokenizer ({ids}); choose words that are "
+                "a single token, or give positive_id/negative_id in the read-out"
+            )
+        return ids[0]
+
+    def _load_rank_head(self, head: str | os.PathLike, base_dir: Path | None) -> torch.nn.Linear:
+        hidden = self.model.config.get_text_config().hidden_size
+        layer = torch.nn.Linear(hidden, 1, dtype=torch.float32)
+        path = Path(head)
+        if not path.is_absolute() and base_dir is not None:
+            path = base_dir / path
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"rank-head read-out needs the head weights at {path}; train a student with `reason2rank train` "
+                "or use a 'tokens' read-out"
+            )
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+        layer.load_state_dict({"weight": state["weight"].float().reshape(1, hidden), "bias": state["bias"].float().reshape(1)})
+        return layer.to(self.engine.device).eval()
+
+    # -- prompt building ----------------------------------------------------------------------------
+    def _render(self, part: PromptPart, query: str, slots: Sequence[str]) -> list[str | int]:
+        """Render the chat prompt; returns text segments with slot numbers where documents go."""
+        user = part.user.replace("{query}", query)
+        for i, name in enumerate(slots):
+            user = user.replace("{" + name + "}", _SLOT.format(i))
+        messages = ([{"role": "system", "content": part.system}] if part.system else []) + [
+            {"role": "user", "content": user}
+        ]
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        else:
+            text = "\n\n".join(m["content"] for m in messages) + "\n"
+        text += part.assistant_prefix
+        pieces: list[str | int] = []
+        rest = text
+        while True:
+            nxt = [(rest.find(_SLOT.format(i)), i) for i in range(len(slots)) if _SLOT.format(i) in rest]
+            if not nxt:
+                pieces.append(rest)
+                return pieces
+            pos, i = min(nxt)
+            pieces.append(rest[:pos])
+            pieces.append(i)
+            rest = rest[pos + len(_SLOT.format(i)) :]
+
+    def _cut_query(self, query: str) -> str:
+        enc = self.tokenizer(query, add_special_tokens=False, return_offsets_mapping=True)
+        if len(enc["input_ids"]) <= self.max_query_length:
+            return query
+        return query[: enc["offset_mapping"][self.max_query_length - 1][1]]
+
+    def _segments(self, part: PromptPart, query: str, slots: tuple[str, ...]) -> list[list[int] | int]:
+        key = (id(part), query, slots)
+        cached = self._segments_cache.get(key)
+        if cached is None:
+            pieces = self._render(part, self._cut_query(query), slots)
+            no_template = not getattr(self.tokenizer, "chat_template", None)
+            cached = []
+            for j, p in enumerate(pieces):
+                if isinstance(p, int):
+                    cached.append(p)
+                else:
+                    add = no_template and j == 0  # BOS etc. only when no chat template writes them
+                    cached.append(self.tokenizer(p, add_special_tokens=add)["input_ids"] if p else [])
+            if len(self._segments_cache) > 4096:
+                self._segments_cache.clear()
+            self._segments_cache[key] = cached
+        return cached
+
+    def build_features(
+        self, part: PromptPart, queries: Sequence[str], doc_groups: Sequence[Sequence[str]], slots: tuple[str, ...]
+    ) -> tuple[list[Features], int]:
+        """Token ids of each prompt: fixed segments kept whole, each document cut to its share of the budget."""
+        flat_docs = list(dict.fromkeys(d for group in doc_groups for d in group))
+        doc_ids = dict(zip(flat_docs, self.tokenizer(flat_docs, add_special_tokens=False)["input_ids"])) if flat_docs else {}
+        features: list[Features] = []
+        truncated = 0
+        for query, group in zip(queries, doc_groups):
+            segs = self._segments(part, query, slots)
+            fixed = sum(len(s) for s in segs if not isinstance(s, int))
+            budget = self.max_length - fixed
+            if budget < len(slots):
+                raise ValueError(
+                    f"max_length={self.max_length} leaves no room for the document: the prompt alone is {fixed} "
+                    f"tokens; raise max_length or shorten the prompt template"
+                )
+            share = budget // len(slots)
+            ids: list[int] = []
+            cut = False
+            for s in segs:
+                if isinstance(s, int):
+                    d = doc_ids[group[s]]
+                    if len(d) > share:
+                        d, cut = d[:share], True
+                    ids.extend(d)
+                else:
+                    ids.extend(s)
+            truncated += cut
+            features.append({"input_ids": ids})
+        return features, truncated
+
+    def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[list[Features], int]:
+        return self.build_features(self.template.score, queries, [[d] for d in docs], ("document",))
+
+    # -- scoring ------------------------------------------------------------------------------------
+    def forward(self, batch: dict[str, torch.Tensor], features: Sequence[Features]) -> torch.Tensor:
+        mask = batch["attention_mask"]
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        if self.rank_head is not None:
+            out = self.model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids)
+            hidden = out.last_hidden_state[:, -1].float()
+            return self.rank_head(hidden).squeeze(-1)
+        out = self.model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1)
+        logits = out.logits[:, -1].float()
+        return logits[:, self.positive_id] - logits[:, self.negative_id]
+
+    # -- explanations -------------------------------------------------------------------------------
+    def _generate(self, part: PromptPart, queries: Sequence[str], doc_groups, slots) -> list[str | None]:
+        features, truncated = self.build_features(part, queries, doc_groups, slots)
+        warn_truncated(truncated, len(features), self.max_length, what="reasoning prompts")
+        max_new = self.max_new_tokens or part.max_new_tokens
+        texts: list[str | None] = [None] * len(features)
+        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+        bs = self.engine.batch_size
+        with torch.inference_mode():
+            for start in range(0, len(order), bs):
+                idx = order[start : start + bs]
+                batch = pad_batch([features[i] for i in idx], self.pad_token_id, "left", self.engine.device)
+                out = self.model.generate(
+                    **batch,
+                    max_new_tokens=max_new,
+                    do_sample=False,
+                    num_beams=1,
+                    pad_token_id=self.pad_token_id,
+                )
+                new = out[:, batch["input_ids"].shape[1] :]
+                for j, i in enumerate(idx):
+                    text = self.tokenizer.decode(new[j], skip_special_tokens=True).strip()
+                    texts[i] = text or None
+        return texts
+
+    def generate_reasoning(self, query: Query, docs: Sequence[Doc]) -> list[str | None]:
+        if self.template.reasoning is None or not docs:
+            return [None] * len(docs)
+        return self._generate(
+            self.template.reasoning, [query.text] * len(docs), [[d.full_text] for d in docs], ("document",)
+        )
+
+    def generate_comparisons(self, query: Query, pairs: Sequence[tuple[Doc, Doc]]) -> list[str | None]:
+        if self.template.comparison is None or not pairs:
+            return [None] * len(pairs)
+        return self._generate(
+            self.template.comparison,
+            [query.text] * len(pairs),
+            [[a.full_text, b.full_text] for a, b in pairs],
+            ("document_a", "document_b"),
+        )
+
+    # -- saving -------------------------------------------------------------------------------------
+    def r2r_config(self) -> dict[str, Any]:
+        cfg = super().r2r_config()
+        cfg.update(prompt_template="prompt_template.json", readout=dict(self.readout), max_query_length=self.max_query_length)
+        if self.rank_head is not None:
+            cfg["readout"]["file"] = RANK_HEAD_FILE
+        if self.max_new_tokens:
+            cfg["max_new_tokens"] = self.max_new_tokens
+        return cfg
+
+    def _save_weights(self, out: Path) -> dict[str, Any]:
+        extra = super()._save_weights(out)
+        (out / "prompt_template.json").write_text(json.dumps(self.template.source, indent=2) + "\n", encoding="utf-8")
+        if self.rank_head is not None:
+            from safetensors.torch import save_file
+
+            save_file(
+                {"weight": self.rank_head.weight.detach().cpu().contiguous(), "bias": self.rank_head.bias.detach().cpu()},
+                str(out / RANK_HEAD_FILE),
+            )
+        return extra
