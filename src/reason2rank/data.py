@@ -61,6 +61,7 @@ _DOC_TEXT_KEYS = ("text", "contents", "body", "content")
 _QUERY_ID_KEYS = ("_id", "qid", "query_id", "id")
 _QUERY_TEXT_KEYS = ("text", "query")
 _TOPIC_HEADER_IDS = {"qid", "query_id", "query-id", "queryid", "id", "_id", "topic", "topic_id", "number"}
+_EXPLANATION_KEYS = ("reasoning", "comparison", "evidence")  # ScoredDoc fields written when set
 _MAX_LISTED = 5
 _DATASETS_HINT = "pip install 'reason2rank[datasets]'"
 
@@ -606,7 +607,7 @@ def write_rankllm_candidates(
     """Write (Query, docs) pairs as rank_llm JSON (a list), atomically; ``*.jsonl`` names get JSONL.
 
     For ``ScoredDoc`` lists the hits are written in rank order with ``rank = ScoredDoc.rank + 1`` and the
-    reranker's score, plus ``reasoning``/``evidence`` when set (so the file's rank/score are the reranker's;
+    reranker's score, plus ``reasoning``/``comparison``/``evidence`` when set (so the file's rank/score are the reranker's;
     the earlier first-stage values are not repeated). For ``Doc`` lists, ``rank`` and ``score`` are
     the first-stage values from ``Doc.meta`` (rank defaults to position + 1; score is omitted when unknown).
     The query id is written both as a top-level ``qid`` and in every hit; a title goes in ``title``; other
@@ -618,10 +619,10 @@ def write_rankllm_candidates(
         if docs and all(isinstance(d, ScoredDoc) for d in docs):
             for sd in sorted(docs, key=lambda sd: sd.rank):
                 hit = _hit_from_doc(query.id, sd.doc, rank=sd.rank + 1, score=float(sd.score))
-                if sd.reasoning is not None:
-                    hit["reasoning"] = sd.reasoning
-                if sd.evidence is not None:
-                    hit["evidence"] = sd.evidence
+                for key in _EXPLANATION_KEYS:
+                    value = getattr(sd, key, None)
+                    if value is not None:
+                        hit[key] = value
                 hits.append(hit)
         else:
             for position, doc in enumerate(docs):
@@ -651,7 +652,7 @@ def _hit_from_doc(qid: str, doc: Doc, *, rank: Any, score: Any) -> dict[str, Any
     if doc.title is not None:
         hit["title"] = doc.title
     for key, value in doc.meta.items():
-        if key in hit or key in ("doc", "text", "reasoning", "evidence", FIRST_STAGE_SCORE, FIRST_STAGE_RANK):
+        if key in hit or key in ("doc", "text", FIRST_STAGE_SCORE, FIRST_STAGE_RANK, *_EXPLANATION_KEYS):
             continue
         hit[key] = value
     return hit
