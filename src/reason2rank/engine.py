@@ -25,14 +25,19 @@ Features = dict[str, list[int]]
 
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
-    """True where the CPU has bf16 matrix instructions (AVX512-BF16 or AMX); bf16 is then faster than fp32."""
+    """True where the CPU has bf16 matrix tiles (AMX-BF16), the case where bf16 is faster than fp32.
+
+    AVX512-BF16 alone is not enough: on a 2-core AVX512-BF16 machine with torch 2.13, bf16 matmuls ran at
+    ~70% of fp32 speed (168 vs 241 GFLOP/s at 512x512) and MiniLM reranking was 35% slower, so such CPUs get
+    fp32 by default (``benchmarks/cross_encoder_throughput.py`` prints both). Pass ``dtype="bf16"`` to force it.
+    """
     if sys.platform.startswith("linux"):
         try:
             with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
                 for line in f:
                     if line.startswith("flags"):
                         flags = set(line.split(":", 1)[1].split())
-                        return bool({"avx512_bf16", "amx_bf16"} & flags)
+                        return "amx_bf16" in flags
         except OSError:
             return False
     return False
@@ -61,7 +66,7 @@ _DTYPES = {
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with native bf16,
+    """``None``/``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with AMX-BF16,
     else fp32. An explicit dtype always wins."""
     if isinstance(dtype, torch.dtype):
         return dtype
