@@ -1,0 +1,201 @@
+"""``R2RReranker``: a PyTerrier transformer over ``reason2rank.Reranker`` (DataFrame rows <-> core types).
+
+No model logic lives here: rows become ``Query``/``Doc`` objects, the whole frame goes through one
+``Reranker.rerank_batch`` call (the engine batches across queries), and the scores, ranks and
+explanations come back as columns.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyterrier as pt
+
+from reason2rank.reranker import Reranker
+from reason2rank.types import Doc, Query
+
+__all__ = ["EXPLANATION_COLUMNS", "R2RReranker"]
+
+#: columns added when ``explain > 0``: filled for the top-k of each query, ``None`` elsewhere
+EXPLANATION_COLUMNS = ("reasoning", "evidence", "comparison")
+
+
+def _title(value: Any) -> str | None:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+class R2RReranker(pt.Transformer):
+    """Reranks a result frame with a reason2rank model.
+
+    Example::
+
+        import pyterrier as pt, pt_r2r
+        from pyterrier.measures import nDCG
+        from pyterrier_pisa import PisaIndex
+
+        bm25 = PisaIndex("./index").bm25()
+        r2r = bm25 % 100 >> pt_r2r.TextLoader("corpus.jsonl") >> pt_r2r.R2RReranker("path/to/model")
+        pt.Experiment([bm25, r2r], topics, qrels, [nDCG @ 10])
+
+    Args:
+        model: a model directory or hub id, opened with ``reason2rank.load`` on the first non-empty
+            transform, or an already built ``reason2rank.Reranker``.
+        batch_size: pairs per forward pass (default: the engine's, 64 on GPU and 32 on CPU).
+        text_field: the column holding the document text.
+        explain: explain the top-``explain`` documents of each query in ``reasoning``, ``evidence`` and
+            ``comparison`` columns (``None`` below the top-k); 0 adds no columns.
+        verbose: progress bars while scoring.
+        device: ``"cuda"``, ``"cpu"``, ... (default: GPU when there is one).
+        title_field: a column holding titles, read with the text where the model uses titles.
+        **load_kwargs: passed to ``reason2rank.load`` (``family=``, ``dtype=``, ``max_length=``, ...).
+
+    Output: every input column, ``score`` replaced by the model's score, 0-based ``rank``, sorted by
+    ``qid`` then ``rank``.
+    """
+
+    # help_url set so that pt.schematic does not fetch pyterrier's objects.inv from readthedocs to look one up
+    schematic = {"label": "R2RReranker", "help_url": None}
+
+    def __init__(
+        self,
+        model: str | os.PathLike | Reranker,
+        batch_size: int | None = None,
+        text_field: str = "text",
+        explain: int = 0,
+        verbose: bool = True,
+        device: str | None = None,
+        title_field: str | None = None,
+        **load_kwargs: Any,
+    ) -> None:
+        if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
+            raise ValueError(
+                f"explain must be a non-negative int (how many top documents to explain), got {explain!r}"
+            )
+        if isinstance(model, Reranker):
+            given = {"batch_size": batch_size, "device": device, **load_kwargs}
+            given = {k: v for k, v in given.items() if v is not None}
+            if given:
+                raise ValueError(
+                    f"R2RReranker got a built Reranker and loading options {sorted(given)}; those only apply when "
+                    "R2RReranker loads the model: pass a path/hub id, or give them to reason2rank.load(...)"
+                )
+            self._reranker: Reranker | None = model
+        elif isinstance(model, (str, os.PathLike)):
+            self._reranker = None
+        else:
+            raise TypeError(
+                f"model must be a path, a hub id or a reason2rank.Reranker, got {type(model).__name__}"
+            )
+        self.model = model
+        self.batch_size = batch_size
+        self.text_field = text_field
+        self.explain = explain
+        self.verbose = verbose
+        self.device = device
+        self.title_field = title_field
+        self.load_kwargs = dict(load_kwargs)
+
+    # -- the model ------------------------------------------------------------------------------------
+    @property
+    def reranker(self) -> Reranker:
+        """The core ``Reranker`` (loaded on first access when built from a path or hub id)."""
+        if self._reranker is None:
+            from reason2rank import load
+
+            kwargs = dict(self.load_kwargs)
+            if self.batch_size is not None:
+                kwargs["batch_size"] = self.batch_size
+            if self.device is not None:
+                kwargs["device"] = self.device
+            kwargs.setdefault("progress", self.verbose)
+            self._reranker = load(self.model, **kwargs)
+        return self._reranker
+
+    # -- validation -------------------------------------------------------------------------------------
+    def _validate(self, inp: pd.DataFrame) -> None:
+        extra = ["query", self.text_field] + ([self.title_field] if self.title_field else [])
+        try:
+            pt.validate.result_frame(inp, extra_columns=extra)
+        except pt.validate.InputValidationError as e:
+            if self.text_field in inp.columns:
+                raise
+            loader = "pt_r2r.TextLoader('corpus.jsonl'" + (
+                f", text_field={self.text_field!r})" if self.text_field != "text" else ")"
+            )
+            message = (
+                f"R2RReranker needs a {self.text_field!r} column with each document's text, but the input has "
+                f"columns {list(inp.columns)} (first-stage retrievers such as PISA return no text); "
+                f"add one with: pipeline = bm25 >> {loader} >> reranker "
+                "(a dict docno->text, a DataFrame or an ir_datasets docstore work in place of 'corpus.jsonl')."
+            )
+            raise pt.validate.InputValidationError(message, e.modes) from None
+
+    # -- the transformer ----------------------------------------------------------------------------------
+    def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        self._validate(inp)
+        out = inp.copy()
+        if len(out) == 0:
+            out["score"] = pd.Series(index=out.index, dtype="float64")
+            out["rank"] = pd.Series(index=out.index, dtype="int64")
+            for col in self._explanation_columns():
+                out[col] = pd.Series(index=out.index, dtype=object)
+            return out
+
+        qids = inp["qid"].tolist()
+        queries = inp["query"].tolist()
+        docnos = inp["docno"].tolist()
+        texts = inp[self.text_field].tolist()
+        titles = inp[self.title_field].tolist() if self.title_field else None
+
+        # group rows by qid (first-appearance order); remember where each doc came from
+        groups: dict[Any, int] = {}
+        items: list[tuple[Query, list[Doc]]] = []
+        positions: list[dict[str, int]] = []
+        for i, qid in enumerate(qids):
+            g = groups.get(qid)
+            if g is None:
+                g = groups[qid] = len(items)
+                items.append((Query(id=str(qid), text=queries[i]), []))
+                positions.append({})
+            doc_id = str(docnos[i])
+            title = _title(titles[i]) if titles is not None else None
+            items[g][1].append(Doc(id=doc_id, text=texts[i], title=title))
+            positions[g].setdefault(doc_id, i)  # duplicates are reported by the core
+
+        ranked = self.reranker.rerank_batch(items, explain=self.explain)
+
+        scores = np.empty(len(out), dtype=np.float64)
+        columns = self._explanation_columns()
+        explanations: dict[str, list[str | None]] = {c: [None] * len(out) for c in columns}
+        for g, scored in enumerate(ranked):
+            where = positions[g]
+            for sd in scored:
+                i = where[sd.doc.id]
+                scores[i] = sd.score
+                for c in columns:
+                    explanations[c][i] = getattr(sd, c)
+
+        out["score"] = scores
+        for c in columns:
+            out[c] = pd.Series(explanations[c], index=out.index, dtype=object)  # None stays None
+        out = pt.model.add_ranks(out)  # drops and re-appends rank: put the columns back in input order
+        order = list(inp.columns) + [c for c in ("score", "rank", *columns) if c not in inp.columns]
+        return out[order].sort_values(["qid", "rank"], kind="stable").reset_index(drop=True)
+
+    def _explanation_columns(self) -> tuple[str, ...]:
+        return EXPLANATION_COLUMNS if self.explain else ()
+
+    def __repr__(self) -> str:
+        target = self.model if isinstance(self.model, Reranker) else str(self.model)
+        args = [repr(target)]
+        if "family" in self.load_kwargs:
+            args.append(f"family={self.load_kwargs['family']!r}")
+        if self.explain:
+            args.append(f"explain={self.explain}")
+        return f"R2RReranker({', '.join(args)})"
