@@ -83,29 +83,43 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     args = ap.parse_args()
 
+    from sentence_transformers import CrossEncoder
+
     import reason2rank
     from reason2rank.data import read_rankllm_candidates
-    from sentence_transformers import CrossEncoder
 
     items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")
     pairs = [(q.text, d.full_text) for q, docs in items for d in docs]
-    print(f"{len(items)} queries, {len(pairs)} pairs; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"{len(items)} queries, {len(pairs)} pairs; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
 
     with tempfile.TemporaryDirectory() as tmp:
         path = build_cross_encoder_dir(Path(tmp) / "minilm-ce")
         st = CrossEncoder(str(path), max_length=args.max_length, device="cpu")
-        ours = reason2rank.load(path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size)
-        ref = reason2rank.load(path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size, dtype="fp32")
+        ours = reason2rank.load(
+            path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size
+        )
+        ref = reason2rank.load(
+            path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size, dtype="fp32"
+        )
         print(f"ours: {ours.engine}")
 
         def run_st():
-            return np.asarray(st.predict(pairs, batch_size=args.batch_size, show_progress_bar=False, activation_fn=torch.nn.Identity()))
+            return np.asarray(
+                st.predict(
+                    pairs,
+                    batch_size=args.batch_size,
+                    show_progress_bar=False,
+                    activation_fn=torch.nn.Identity(),
+                )
+            )
 
         def run_ours():
             return np.concatenate([s for s in ours.score_batch(items)])
 
         # warm-up (one batch each) so first-call costs do not count
-        st.predict(pairs[:args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
+        st.predict(pairs[: args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
         ours.score_batch([(items[0][0], items[0][1][: args.batch_size])])
 
         times: dict[str, list[float]] = {"sentence-transformers": [], "reason2rank": []}
@@ -126,10 +140,14 @@ def main() -> None:
         print(f"{'':>22}  pairs/s  peak RSS growth (MiB)")
         for k in times:
             print(f"{k:>22}  {tput[k]:7.1f}  {rss[k]:8.1f}")
-        print(f"ratio reason2rank / sentence-transformers: {tput['reason2rank'] / tput['sentence-transformers']:.2f}x")
+        print(
+            f"ratio reason2rank / sentence-transformers: {tput['reason2rank'] / tput['sentence-transformers']:.2f}x"
+        )
         print(f"process peak RSS: {psutil.Process().memory_info().rss / 2**20:.0f} MiB (current)")
         print(f"Spearman(reason2rank {ours.engine.dtype}, fp32): {spearman(scores['reason2rank'], fp32):.4f}")
-        print(f"Spearman(sentence-transformers fp32, reason2rank fp32): {spearman(scores['sentence-transformers'], fp32):.4f}")
+        print(
+            f"Spearman(sentence-transformers fp32, reason2rank fp32): {spearman(scores['sentence-transformers'], fp32):.4f}"
+        )
 
 
 if __name__ == "__main__":

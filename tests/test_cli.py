@@ -11,8 +11,14 @@ from reason2rank.cli import main
 from reason2rank.data import read_trec_run, write_qrels, write_rankllm_candidates
 
 ITEMS = [
-    (Query("1", "capital of france"), [Doc("a", "paris is the capital of france. it is big."), Doc("b", "cats sleep.")]),
-    (Query("2", "yellow fruit"), [Doc("c", "the sky is blue."), Doc("d", "bananas are yellow. they are fruit.")]),
+    (
+        Query("1", "capital of france"),
+        [Doc("a", "paris is the capital of france. it is big."), Doc("b", "cats sleep.")],
+    ),
+    (
+        Query("2", "yellow fruit"),
+        [Doc("c", "the sky is blue."), Doc("d", "bananas are yellow. they are fruit.")],
+    ),
 ]
 
 
@@ -47,7 +53,9 @@ def test_eval_prints_ir_measures(tmp_path, capsys):
 
 def test_bad_model_fails_without_leaving_an_output_file(tmp_path, candidates, capsys):
     out = tmp_path / "run.trec"
-    code = main(["rerank", "--model", str(tmp_path / "missing"), "--candidates", str(candidates), "--out", str(out)])
+    code = main(
+        ["rerank", "--model", str(tmp_path / "missing"), "--candidates", str(candidates), "--out", str(out)]
+    )
     assert code == 1 and not out.exists()
     err = capsys.readouterr().err
     assert "error" in err and "r2r_model.json" in err
@@ -55,11 +63,35 @@ def test_bad_model_fails_without_leaving_an_output_file(tmp_path, candidates, ca
 
 
 def test_usage_errors_exit_2(tmp_path, candidates, capsys):
-    code = main(["rerank", "--model", "x/y", "--candidates", str(candidates), "--out", str(tmp_path / "r"), "--explain", "2"])
+    code = main(
+        [
+            "rerank",
+            "--model",
+            "x/y",
+            "--candidates",
+            str(candidates),
+            "--out",
+            str(tmp_path / "r"),
+            "--explain",
+            "2",
+        ]
+    )
     assert code == 2 and "--explanations-out" in capsys.readouterr().err
     assert main(["eval", "--run", "r", "--qrels", "q", "--metrics", "NotAMetric@3"]) == 2
 
 
 def test_unknown_family_error_lists_families(tmp_path, candidates, tiny_bert_dir, capsys):
-    code = main(["rerank", "--model", tiny_bert_dir, "--family", "nope", "--candidates", str(candidates), "--out", str(tmp_path / "r")])
+    code = main(
+        [
+            "rerank",
+            "--model",
+            tiny_bert_dir,
+            "--family",
+            "nope",
+            "--candidates",
+            str(candidates),
+            "--out",
+            str(tmp_path / "r"),
+        ]
+    )
     assert code == 1 and "known families" in capsys.readouterr().err

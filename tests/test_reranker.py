@@ -31,7 +31,11 @@ class KeywordReranker(Reranker):
         out = []
         for q, docs in items:
             words = set(q.text.lower().split())
-            out.append(np.array([sum(w.strip(".,") in words for w in d.full_text.lower().split()) for d in docs], float))
+            out.append(
+                np.array(
+                    [sum(w.strip(".,") in words for w in d.full_text.lower().split()) for d in docs], float
+                )
+            )
         return out
 
 
@@ -74,11 +78,17 @@ def test_duplicate_doc_ids_error_names_them():
 
 def test_non_utf8_bytes_and_mojibake_are_kept(bert):
     mojibake = "1Â¼ cups of flour â€” about 150 g"
-    docs = [Doc("m", mojibake), Doc("b", b"caf\xe9 latte".decode("latin-1")), Doc("r", b"na\xefve \xff".decode("utf-8", "replace"))]
+    docs = [
+        Doc("m", mojibake),
+        Doc("b", b"caf\xe9 latte".decode("latin-1")),
+        Doc("r", b"na\xefve \xff".decode("utf-8", "replace")),
+    ]
     ranked = bert.rerank("how much flour", docs)
     assert {sd.doc.id: sd.doc.text for sd in ranked}["m"] == mojibake
     assert all(math.isfinite(sd.score) for sd in ranked)
-    raw = KeywordReranker().rerank("cafe", [Doc("z", b"caf\xe9")])  # bytes: decoded with replacement, not dropped
+    raw = KeywordReranker().rerank(
+        "cafe", [Doc("z", b"caf\xe9")]
+    )  # bytes: decoded with replacement, not dropped
     assert raw[0].doc.text == "caf\ufffd"
 
 
@@ -104,7 +114,12 @@ def test_bad_explain_and_bad_items_are_rejected():
 def test_sentence_spans_reproduce_text():
     text = "First sentence. Second one!  Third? \n\nLast line without a stop"
     spans = sentence_spans(text)
-    assert [text[a:b] for a, b in spans] == ["First sentence.", "Second one!", "Third?", "Last line without a stop"]
+    assert [text[a:b] for a, b in spans] == [
+        "First sentence.",
+        "Second one!",
+        "Third?",
+        "Last line without a stop",
+    ]
     assert split_sentences("") == []
 
 
@@ -120,7 +135,9 @@ def test_evidence_is_the_sentence_whose_removal_costs_most_and_only_top_k():
     assert ranked[0].evidence == "The capital of France is Paris."
     assert ranked[1].evidence in split_sentences(ranked[1].doc.text)
     assert ranked[2].evidence is None  # not in the top-k
-    assert all(sd.reasoning is None and sd.comparison is None for sd in ranked)  # cannot generate: None, not ""
+    assert all(
+        sd.reasoning is None and sd.comparison is None for sd in ranked
+    )  # cannot generate: None, not ""
 
 
 def test_evidence_from_a_real_model_is_a_sentence_of_the_document(minilm_dir):
@@ -179,7 +196,9 @@ def test_model_dir_missing_files_is_reported(tiny_bert_dir, tmp_path):
 
 
 def test_r2r_model_json_is_self_describing_and_overridable(tiny_bert_dir, tmp_path):
-    saved = reason2rank.load(tiny_bert_dir, family="cross-encoder", max_length=96, **FP32).save(tmp_path / "m")
+    saved = reason2rank.load(tiny_bert_dir, family="cross-encoder", max_length=96, **FP32).save(
+        tmp_path / "m"
+    )
     cfg = json.loads((saved / "r2r_model.json").read_text())
     assert cfg["family"] == "cross-encoder" and cfg["max_length"] == 96 and cfg["version"] == 1
     assert reason2rank.load(saved, **FP32).max_length == 96
@@ -208,8 +227,14 @@ def test_pad_batch_left_and_right():
     feats = [{"input_ids": [5, 6, 7]}, {"input_ids": [8]}]
     right = pad_batch(feats, 0, "right")
     left = pad_batch(feats, 0, "left")
-    assert right["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]] and right["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
-    assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]] and left["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert right["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]] and right["attention_mask"].tolist() == [
+        [1, 1, 1],
+        [1, 0, 0],
+    ]
+    assert left["input_ids"].tolist() == [[5, 6, 7], [0, 0, 8]] and left["attention_mask"].tolist() == [
+        [1, 1, 1],
+        [0, 0, 1],
+    ]
 
 
 def test_engine_returns_input_order_and_sorts_batches_by_length():

@@ -33,7 +33,11 @@ def _items():
 
 
 def _scores(model, items):
-    return {(q.id, sd.doc.id): sd.score for (q, _), ranked in zip(items, model.rerank_batch(items)) for sd in ranked}
+    return {
+        (q.id, sd.doc.id): sd.score
+        for (q, _), ranked in zip(items, model.rerank_batch(items))
+        for sd in ranked
+    }
 
 
 # --- cross-encoder ---------------------------------------------------------------------------------------
@@ -65,7 +69,9 @@ def test_deberta_cross_encoder_equals_plain_forward(tiny_deberta_v2_dir):
 @pytest.mark.parametrize("family_dir", ["tiny_bert_dir", "tiny_bert_encoder_dir", "tiny_llama_dir"])
 def test_batch_size_and_order_do_not_change_scores(family_dir, request):
     path = request.getfixturevalue(family_dir)
-    family = {"tiny_bert_dir": "cross-encoder", "tiny_bert_encoder_dir": "bi-encoder"}.get(family_dir, "causal-lm")
+    family = {"tiny_bert_dir": "cross-encoder", "tiny_bert_encoder_dir": "bi-encoder"}.get(
+        family_dir, "causal-lm"
+    )
     base = _scores(reason2rank.load(path, family=family, batch_size=32, **FP32), _items())
     small = _scores(reason2rank.load(path, family=family, batch_size=1, **FP32), _items())
     shuffled_items = [(q, list(reversed(docs))) for q, docs in reversed(_items())]
@@ -116,9 +122,13 @@ def test_two_label_cross_encoder_scores_logit_difference(tmp_path):
 
 def test_cross_encoder_lora_merged_equals_unmerged(tiny_bert_dir, tiny_bert_lora_dir):
     plain = _scores(reason2rank.load(tiny_bert_dir, family="cross-encoder", **FP32), _items())
-    unmerged = _scores(reason2rank.load(tiny_bert_dir, family="cross-encoder", adapter=tiny_bert_lora_dir, **FP32), _items())
+    unmerged = _scores(
+        reason2rank.load(tiny_bert_dir, family="cross-encoder", adapter=tiny_bert_lora_dir, **FP32), _items()
+    )
     merged = _scores(
-        reason2rank.load(tiny_bert_dir, family="cross-encoder", adapter=tiny_bert_lora_dir, merge_adapter=True, **FP32),
+        reason2rank.load(
+            tiny_bert_dir, family="cross-encoder", adapter=tiny_bert_lora_dir, merge_adapter=True, **FP32
+        ),
         _items(),
     )
     assert any(abs(unmerged[k] - plain[k]) > 1e-3 for k in plain)  # the adapter does something
@@ -129,7 +139,10 @@ def test_cross_encoder_lora_merged_equals_unmerged(tiny_bert_dir, tiny_bert_lora
 # --- bi-encoder --------------------------------------------------------------------------------------------
 def test_bi_encoder_equals_mean_pooled_cosine(tiny_bert_encoder_dir):
     model = reason2rank.load(tiny_bert_encoder_dir, family="bi-encoder", **FP32)
-    assert (model.pooling, model.similarity) == ("mean", "cosine")  # read from the sentence-transformers files
+    assert (model.pooling, model.similarity) == (
+        "mean",
+        "cosine",
+    )  # read from the sentence-transformers files
     tok = AutoTokenizer.from_pretrained(tiny_bert_encoder_dir)
     ref = AutoModel.from_pretrained(tiny_bert_encoder_dir, dtype=torch.float32).eval()
 
@@ -155,7 +168,9 @@ def test_real_minilm_matches_sentence_transformers(minilm_dir):
         "France's capital hosts the Eiffel Tower.",
         "Bananas are berries, botanically speaking.",
     ]
-    emb = enc.encode(["What is the capital of France?", *texts], normalize_embeddings=True, convert_to_numpy=True)
+    emb = enc.encode(
+        ["What is the capital of France?", *texts], normalize_embeddings=True, convert_to_numpy=True
+    )
     want = emb[1:] @ emb[0]
     ranked = model.rerank("What is the capital of France?", texts)
     got = np.array([next(sd.score for sd in ranked if sd.doc.id == str(i)) for i in range(4)])
@@ -224,7 +239,11 @@ def test_causal_lm_rank_head_readout(tiny_llama_dir, tmp_path):
     head = {"weight": torch.randn(1, hidden, generator=g), "bias": torch.tensor([0.25])}
     save_file(head, str(tmp_path / "head.safetensors"))
     model = reason2rank.load(
-        tiny_llama_dir, family="causal-lm", prompt_template="r2r_student", rank_head=str(tmp_path / "head.safetensors"), **FP32
+        tiny_llama_dir,
+        family="causal-lm",
+        prompt_template="r2r_student",
+        rank_head=str(tmp_path / "head.safetensors"),
+        **FP32,
     )
     ref = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32).eval()
     feats, _ = model.encode_pairs([QUERY], [DOCS[0]])
@@ -241,7 +260,9 @@ def test_causal_lm_rank_head_readout(tiny_llama_dir, tmp_path):
 def test_causal_lm_rejects_multi_token_readout_words(tiny_llama_dir):
     with pytest.raises(ValueError, match="single token"):
         reason2rank.load(
-            tiny_llama_dir, family="causal-lm", readout={"type": "tokens", "positive": "absolutely relevant", "negative": "no"}
+            tiny_llama_dir,
+            family="causal-lm",
+            readout={"type": "tokens", "positive": "absolutely relevant", "negative": "no"},
         )
 
 

@@ -81,21 +81,32 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
     hf_logging.disable_progress_bar()
     t0 = time.perf_counter()
     docs, topics, qrels = load_demo_data(n_queries)
-    print(f"demo data: {len(docs)} SciFact abstracts, {len(topics)} queries, {len(qrels)} judgements (CC BY-NC 2.0)")
+    print(
+        f"demo data: {len(docs)} SciFact abstracts, {len(topics)} queries, {len(qrels)} judgements (CC BY-NC 2.0)"
+    )
     with contextlib.ExitStack() as stack:
         where = index_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="r2r-demo-"))
         records = ({"docno": d.id, "title": d.title or "", "text": d.text} for d in docs.values())
         with _quiet_fds():
-            index = PisaIndex(os.path.join(where, "scifact.pisa"), text_field=["title", "text"], stemmer="porter2", overwrite=True)
+            index = PisaIndex(
+                os.path.join(where, "scifact.pisa"),
+                text_field=["title", "text"],
+                stemmer="porter2",
+                overwrite=True,
+            )
             index.index(records)
             bm25 = index.bm25(num_results=100)
             bm25(topics.head(1))  # first retrieval loads the index; keep its log lines quiet too
         text = TextLoader({d.id: d for d in docs.values()}, title_field="title")
         reranker = R2RReranker(minilm_path(), family="bi-encoder", title_field="title", verbose=False)
         pipeline = bm25 % 50 >> text >> reranker
-        print("BM25: pyterrier-pisa (porter2); reranker: all-MiniLM-L6-v2 as a zero-shot bi-encoder (cosine)\n")
+        print(
+            "BM25: pyterrier-pisa (porter2); reranker: all-MiniLM-L6-v2 as a zero-shot bi-encoder (cosine)\n"
+        )
         warnings.filterwarnings("ignore", message=r".*longer than max_length", category=UserWarning)
-        warnings.filterwarnings("ignore", message=r"There are shared pipeline components", category=UserWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"There are shared pipeline components", category=UserWarning
+        )
         table = pt.Experiment(
             [bm25, pipeline],
             topics,
@@ -105,7 +116,9 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
             round=4,
         )
         print(table.to_string(index=False))
-        print("(abstracts longer than the model's 256 tokens are cut at 256; mrt = mean response time in ms/query)")
+        print(
+            "(abstracts longer than the model's 256 tokens are cut at 256; mrt = mean response time in ms/query)"
+        )
 
         # show the first query whose reranked top document is judged relevant, with the evidence sentences
         ranked = pipeline(topics)

@@ -27,7 +27,12 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model_kwargs(args: argparse.Namespace) -> dict:
-    kw = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype, "max_length": args.max_length}
+    kw = {
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "dtype": args.dtype,
+        "max_length": args.max_length,
+    }
     kw = {k: v for k, v in kw.items() if v is not None}
     kw["progress"] = not args.no_progress
     if args.family:
@@ -36,7 +41,9 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reason2rank", description="Reasoning rerankers for PyTerrier and Haystack")
+    parser = argparse.ArgumentParser(
+        prog="reason2rank", description="Reasoning rerankers for PyTerrier and Haystack"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -58,11 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a TREC run against qrels (ir_measures)")
     p.add_argument("--run", required=True)
     p.add_argument("--qrels", required=True)
-    p.add_argument("--metrics", nargs="+", default=["nDCG@10", "RR@10"], help="ir_measures names, e.g. nDCG@10 RR@10")
+    p.add_argument(
+        "--metrics", nargs="+", default=["nDCG@10", "RR@10"], help="ir_measures names, e.g. nDCG@10 RR@10"
+    )
     p.add_argument("--per-query", action="store_true", help="also print one line per query")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("demo", help="offline demo: BM25 (pyterrier-pisa) vs BM25 >> all-MiniLM-L6-v2 on bundled data")
+    p = sub.add_parser(
+        "demo", help="offline demo: BM25 (pyterrier-pisa) vs BM25 >> all-MiniLM-L6-v2 on bundled data"
+    )
     p.add_argument("--queries", type=int, default=None, help="use only the first N demo queries")
     p.set_defaults(func=cmd_demo)
 
@@ -83,8 +94,13 @@ def cmd_rerank(args: argparse.Namespace) -> int:
         raise UsageError("--explain K needs --explanations-out FILE.jsonl to write the explanations to")
     if args.explain < 0:
         raise UsageError("--explain must be >= 0")
-    items = load_candidates(args.candidates, topics=args.topics, run=args.run, docs=args.docs, depth=args.depth)
-    print(f"reranking {sum(len(d) for _, d in items)} candidates of {len(items)} queries with {args.model}", file=sys.stderr)
+    items = load_candidates(
+        args.candidates, topics=args.topics, run=args.run, docs=args.docs, depth=args.depth
+    )
+    print(
+        f"reranking {sum(len(d) for _, d in items)} candidates of {len(items)} queries with {args.model}",
+        file=sys.stderr,
+    )
     model = reason2rank.load(args.model, **_model_kwargs(args))
     results = model.rerank_batch(items, explain=args.explain)
     by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
@@ -108,7 +124,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         measures = [ir_measures.parse_measure(m) for m in args.metrics]
     except (ValueError, NameError, SyntaxError) as e:
-        raise UsageError(f"unknown metric in {args.metrics}: {e}; use ir_measures names such as nDCG@10 RR@10 AP") from e
+        raise UsageError(
+            f"unknown metric in {args.metrics}: {e}; use ir_measures names such as nDCG@10 RR@10 AP"
+        ) from e
     qrels = read_qrels(args.qrels)
     run = {qid: dict(docs) for qid, docs in read_trec_run(args.run).items()}
     missing = set(qrels) - set(run)
@@ -128,7 +146,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         from pt_r2r.demo import main as demo_main
     except ImportError as e:
-        raise UsageError(f"the demo needs the pyterrier and demo extras: pip install 'reason2rank[demo]' ({e})") from e
+        raise UsageError(
+            f"the demo needs the pyterrier and demo extras: pip install 'reason2rank[demo]' ({e})"
+        ) from e
     return demo_main(n_queries=args.queries)
 
 
@@ -148,7 +168,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, ImportError, OSError, TypeError) as e:
+    except (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        KeyError,
+        ImportError,
+        OSError,
+        TypeError,
+    ) as e:
         if args.verbose:
             raise
         print(f"reason2rank {args.command}: error: {e}", file=sys.stderr)

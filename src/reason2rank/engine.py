@@ -79,7 +79,9 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     try:
         return _DTYPES[str(dtype).lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of 'auto', {', '.join(sorted(set(_DTYPES)))}") from None
+        raise ValueError(
+            f"unknown dtype {dtype!r}; use one of 'auto', {', '.join(sorted(set(_DTYPES)))}"
+        ) from None
 
 
 def default_batch_size(device: torch.device) -> int:
@@ -87,7 +89,10 @@ def default_batch_size(device: torch.device) -> int:
 
 
 def pad_batch(
-    features: Sequence[Features], pad_token_id: int, padding_side: str = "right", device: torch.device | None = None
+    features: Sequence[Features],
+    pad_token_id: int,
+    padding_side: str = "right",
+    device: torch.device | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pad token lists to the batch's longest; builds ``attention_mask``; pads other keys with 0."""
     n = len(features)
@@ -165,7 +170,9 @@ class Engine:
                             raise
                         torch.cuda.empty_cache()
                         batch_size = max(1, batch_size // 2)
-                        warnings.warn(f"CUDA out of memory; retrying with batch_size={batch_size}", stacklevel=2)
+                        warnings.warn(
+                            f"CUDA out of memory; retrying with batch_size={batch_size}", stacklevel=2
+                        )
                         continue
                     for j, i in enumerate(idx):
                         results[i] = out[j]

@@ -28,7 +28,12 @@ _ALIASES = {
     "causal_lm": "causal-lm", "causallm": "causal-lm", "llm": "causal-lm", "decoder": "causal-lm",
 }  # fmt: skip
 _META_KEYS = {"format", "version", "family", "backbone", "description"}
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "tokenizer.model", "spiece.model")
 
 
@@ -66,7 +71,9 @@ def _check_model_dir(root: Path, what: str) -> None:
         raise FileNotFoundError(f"{what} {root} is missing {'; '.join(missing)}")
 
 
-def read_r2r_config(path_or_id: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict[str, Any] | None, Path | None]:
+def read_r2r_config(
+    path_or_id: str | os.PathLike, **hub_kwargs: Any
+) -> tuple[dict[str, Any] | None, Path | None]:
     """Return (config or None, local directory or None) for a path or a hub id."""
     s = str(path_or_id)
     p = Path(s).expanduser()
@@ -79,7 +86,9 @@ def read_r2r_config(path_or_id: str | os.PathLike, **hub_kwargs: Any) -> tuple[d
                 raise ValueError(f"{f} is not valid JSON ({e}); fix or regenerate it with .save()") from e
         return None, p
     if p.exists():
-        raise NotADirectoryError(f"{s} is a file; reason2rank.load expects a model directory (with {R2R_CONFIG})")
+        raise NotADirectoryError(
+            f"{s} is a file; reason2rank.load expects a model directory (with {R2R_CONFIG})"
+        )
     if not _looks_like_hub_id(s):
         raise FileNotFoundError(
             f"no model directory at {p.resolve()} (looked for {p / R2R_CONFIG} or a transformers config.json there), "
@@ -121,7 +130,9 @@ def load(path_or_id: str | os.PathLike, *, family: str | None = None, **kwargs: 
         return cls(str(root) if root is not None else str(path_or_id), **kwargs)
 
     if "family" not in cfg:
-        raise ValueError(f"{R2R_CONFIG} in {root} has no 'family'; known families: {', '.join(sorted(FAMILIES))}")
+        raise ValueError(
+            f"{R2R_CONFIG} in {root} has no 'family'; known families: {', '.join(sorted(FAMILIES))}"
+        )
     if int(cfg.get("version", FORMAT_VERSION)) > FORMAT_VERSION:
         raise ValueError(
             f"{root / R2R_CONFIG} has format version {cfg['version']}, newer than this reason2rank understands "
@@ -134,7 +145,9 @@ def load(path_or_id: str | os.PathLike, *, family: str | None = None, **kwargs: 
         _check_model_dir(backbone_path, "backbone directory")
         backbone = str(backbone_path)
     elif not _looks_like_hub_id(backbone):
-        raise FileNotFoundError(f"{R2R_CONFIG} names backbone {cfg.get('backbone')!r}, but {backbone_path} does not exist")
+        raise FileNotFoundError(
+            f"{R2R_CONFIG} names backbone {cfg.get('backbone')!r}, but {backbone_path} does not exist"
+        )
     options = {k: v for k, v in cfg.items() if k not in _META_KEYS}
     adapter = options.get("adapter")
     if adapter and root is not None and not os.path.isabs(adapter) and (root / adapter).is_dir():

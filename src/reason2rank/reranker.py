@@ -55,7 +55,9 @@ class Reranker(ABC):
         self, items: Sequence[tuple[QueryLike, Sequence[DocLike]]], explain: int = 0
     ) -> list[list[ScoredDoc]]:
         if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
-            raise ValueError(f"explain must be a non-negative int (the number of top documents to explain), got {explain!r}")
+            raise ValueError(
+                f"explain must be a non-negative int (the number of top documents to explain), got {explain!r}"
+            )
         prepared = prepare_items(items)
         results: list[list[ScoredDoc]] = [[] for _ in prepared]
         nonempty = [i for i, (_, docs) in enumerate(prepared) if docs]
@@ -86,14 +88,18 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
     """Validate and normalise input: queries need text, doc ids must be unique per query, None/NaN text
     becomes '' (one warning for all of them). Returns new objects; the input is left untouched."""
     if isinstance(items, tuple) and len(items) == 2 and isinstance(items[0], (Query, str)):
-        raise TypeError("rerank_batch takes a list of (query, docs) pairs; for one query call rerank(query, docs)")
+        raise TypeError(
+            "rerank_batch takes a list of (query, docs) pairs; for one query call rerank(query, docs)"
+        )
     prepared: list[tuple[Query, list[Doc]]] = []
     missing: list[str] = []
     for qi, item in enumerate(items):
         try:
             q, docs = item
         except (TypeError, ValueError):
-            raise TypeError(f"item #{qi} of rerank_batch must be a (query, docs) pair, got {type(item).__name__}") from None
+            raise TypeError(
+                f"item #{qi} of rerank_batch must be a (query, docs) pair, got {type(item).__name__}"
+            ) from None
         query = _as_query(q, qi)
         out: list[Doc] = []
         seen: dict[str, int] = {}
@@ -102,7 +108,9 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
             if isinstance(d, str):
                 d = Doc(id=str(di), text=d)
             elif not isinstance(d, Doc):
-                raise TypeError(f"doc #{di} of query {query.id!r} must be a reason2rank.Doc or a str, got {type(d).__name__}")
+                raise TypeError(
+                    f"doc #{di} of query {query.id!r} must be a reason2rank.Doc or a str, got {type(d).__name__}"
+                )
             text, was_missing = clean_text(d.text)
             if was_missing:
                 missing.append(f"{query.id}/{d.id}")

@@ -50,7 +50,11 @@ class TransformerReranker(Reranker):
         self.model_name_or_path = str(model_name_or_path)
         self.max_length = max_length
         self.engine = Engine(device=device, dtype=dtype, batch_size=batch_size, progress=progress)
-        self.hub_kwargs: dict[str, Any] = {"token": token, "revision": revision, "trust_remote_code": trust_remote_code}
+        self.hub_kwargs: dict[str, Any] = {
+            "token": token,
+            "revision": revision,
+            "trust_remote_code": trust_remote_code,
+        }
         self.model_kwargs = dict(model_kwargs or {})
         self.model_dir = Path(model_dir) if model_dir else None
 
@@ -90,7 +94,9 @@ class TransformerReranker(Reranker):
         """Scores of aligned (query text, doc text) pairs, in input order."""
         features, truncated = self.encode_pairs(queries, docs)
         warn_truncated(truncated, len(features), self.max_length)
-        return self.engine.run(features, self.forward, self.pad_token_id, self.padding_side, desc=desc).reshape(-1)
+        return self.engine.run(
+            features, self.forward, self.pad_token_id, self.padding_side, desc=desc
+        ).reshape(-1)
 
     def score_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[np.ndarray]:
         qs: list[str] = []

@@ -69,7 +69,9 @@ class BiEncoderReranker(TransformerReranker):
         **kwargs: Any,
     ) -> None:
         defaults = _sentence_transformers_defaults(str(model_name_or_path))
-        super().__init__(model_name_or_path, max_length=max_length or defaults.get("max_length", 512), **kwargs)
+        super().__init__(
+            model_name_or_path, max_length=max_length or defaults.get("max_length", 512), **kwargs
+        )
         self.pooling = pooling or defaults.get("pooling", "mean")
         self.similarity = similarity or defaults.get("similarity", "cosine")
         if self.pooling not in POOLINGS:
@@ -82,7 +84,9 @@ class BiEncoderReranker(TransformerReranker):
 
         self.tokenizer = self._load_tokenizer()
         self.padding_side = "right"
-        model = AutoModel.from_pretrained(self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs())
+        model = AutoModel.from_pretrained(
+            self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs()
+        )
         self.model = self._finish_model(model)
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[list[Features], int]:

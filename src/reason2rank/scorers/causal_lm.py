@@ -82,10 +82,14 @@ class PromptTemplate:
 
 
 def builtin_prompts() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files("reason2rank.prompts").iterdir() if p.name.endswith(".json"))
+    return sorted(
+        p.name[:-5] for p in resources.files("reason2rank.prompts").iterdir() if p.name.endswith(".json")
+    )
 
 
-def load_prompt_template(spec: str | os.PathLike | dict[str, Any], base_dir: Path | None = None) -> PromptTemplate:
+def load_prompt_template(
+    spec: str | os.PathLike | dict[str, Any], base_dir: Path | None = None
+) -> PromptTemplate:
     """A dict, a JSON file path (relative paths resolve against ``base_dir``) or a built-in prompt name."""
     if isinstance(spec, dict):
         return PromptTemplate.from_dict(spec)
@@ -131,7 +135,9 @@ class CausalLMReranker(TransformerReranker):
         base_dir = self.model_dir
         self.template = load_prompt_template(prompt_template, base_dir)
         self._template_spec = prompt_template
-        readout_cfg = {"type": readout} if isinstance(readout, str) else dict(readout or self.template.readout)
+        readout_cfg = (
+            {"type": readout} if isinstance(readout, str) else dict(readout or self.template.readout)
+        )
         if readout_cfg.get("type") not in READOUTS:
             raise ValueError(f"unknown read-out {readout_cfg.get('type')!r}; known: {', '.join(READOUTS)}")
         self.readout = readout_cfg
@@ -148,8 +154,12 @@ class CausalLMReranker(TransformerReranker):
         self.model = self._finish_model(model)
         self.rank_head: torch.nn.Linear | None = None
         if self.readout["type"] == "tokens":
-            self.positive_id = self._single_token(self.readout.get("positive_id"), self.readout.get("positive"))
-            self.negative_id = self._single_token(self.readout.get("negative_id"), self.readout.get("negative"))
+            self.positive_id = self._single_token(
+                self.readout.get("positive_id"), self.readout.get("positive")
+            )
+            self.negative_id = self._single_token(
+                self.readout.get("negative_id"), self.readout.get("negative")
+            )
         else:
             head_path = rank_head or self.readout.get("file") or RANK_HEAD_FILE
             self.rank_head = self._load_rank_head(head_path, base_dir)
@@ -183,7 +193,9 @@ class CausalLMReranker(TransformerReranker):
         from safetensors.torch import load_file
 
         state = load_file(str(path))
-        layer.load_state_dict({"weight": state["weight"].float().reshape(1, hidden), "bias": state["bias"].float().reshape(1)})
+        layer.load_state_dict(
+            {"weight": state["weight"].float().reshape(1, hidden), "bias": state["bias"].float().reshape(1)}
+        )
         return layer.to(self.engine.device).eval()
 
     # -- prompt building ----------------------------------------------------------------------------
@@ -237,11 +249,19 @@ class CausalLMReranker(TransformerReranker):
         return cached
 
     def build_features(
-        self, part: PromptPart, queries: Sequence[str], doc_groups: Sequence[Sequence[str]], slots: tuple[str, ...]
+        self,
+        part: PromptPart,
+        queries: Sequence[str],
+        doc_groups: Sequence[Sequence[str]],
+        slots: tuple[str, ...],
     ) -> tuple[list[Features], int]:
         """Token ids of each prompt: fixed segments kept whole, each document cut to its share of the budget."""
         flat_docs = list(dict.fromkeys(d for group in doc_groups for d in group))
-        doc_ids = dict(zip(flat_docs, self.tokenizer(flat_docs, add_special_tokens=False)["input_ids"])) if flat_docs else {}
+        doc_ids = (
+            dict(zip(flat_docs, self.tokenizer(flat_docs, add_special_tokens=False)["input_ids"]))
+            if flat_docs
+            else {}
+        )
         features: list[Features] = []
         truncated = 0
         for query, group in zip(queries, doc_groups):
@@ -276,10 +296,14 @@ class CausalLMReranker(TransformerReranker):
         mask = batch["attention_mask"]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         if self.rank_head is not None:
-            out = self.model.get_decoder()(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids)
+            out = self.model.get_decoder()(
+                input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids
+            )
             hidden = out.last_hidden_state[:, -1].float()
             return self.rank_head(hidden).squeeze(-1)
-        out = self.model(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1)
+        out = self.model(
+            input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids, logits_to_keep=1
+        )
         logits = out.logits[:, -1].float()
         return logits[:, self.positive_id] - logits[:, self.negative_id]
 
@@ -328,7 +352,11 @@ class CausalLMReranker(TransformerReranker):
     # -- saving -------------------------------------------------------------------------------------
     def r2r_config(self) -> dict[str, Any]:
         cfg = super().r2r_config()
-        cfg.update(prompt_template="prompt_template.json", readout=dict(self.readout), max_query_length=self.max_query_length)
+        cfg.update(
+            prompt_template="prompt_template.json",
+            readout=dict(self.readout),
+            max_query_length=self.max_query_length,
+        )
         if self.rank_head is not None:
             cfg["readout"]["file"] = RANK_HEAD_FILE
         if self.max_new_tokens:
@@ -337,12 +365,17 @@ class CausalLMReranker(TransformerReranker):
 
     def _save_weights(self, out: Path) -> dict[str, Any]:
         extra = super()._save_weights(out)
-        (out / "prompt_template.json").write_text(json.dumps(self.template.source, indent=2) + "\n", encoding="utf-8")
+        (out / "prompt_template.json").write_text(
+            json.dumps(self.template.source, indent=2) + "\n", encoding="utf-8"
+        )
         if self.rank_head is not None:
             from safetensors.torch import save_file
 
             save_file(
-                {"weight": self.rank_head.weight.detach().cpu().contiguous(), "bias": self.rank_head.bias.detach().cpu()},
+                {
+                    "weight": self.rank_head.weight.detach().cpu().contiguous(),
+                    "bias": self.rank_head.bias.detach().cpu(),
+                },
                 str(out / RANK_HEAD_FILE),
             )
         return extra

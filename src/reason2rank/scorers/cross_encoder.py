@@ -50,7 +50,9 @@ class CrossEncoderReranker(TransformerReranker):
                 "one is the relevance score"
             )
         if label_index is not None and not 0 <= label_index < num_labels:
-            raise ValueError(f"label_index={label_index} is out of range for a model with {num_labels} labels")
+            raise ValueError(
+                f"label_index={label_index} is out of range for a model with {num_labels} labels"
+            )
         self.label_index = label_index
         self.max_query_length = max_query_length or self.max_length // 2
         self.padding_side = "right"
