@@ -1,0 +1,654 @@
+"""The teacher run: build the questions, ask the backend, parse, retry, store, summarise.
+
+A run goes task by task — ``direct`` first, then ``listwise``, then ``compare`` (whose pairs come from the
+teacher's own direct grades) — in chunks a few times the backend's in-flight limit. An item is stored the
+moment its last answer arrives, so a killed run loses only the items in flight; a rerun skips every key
+already in the store.
+
+Per item, an answer that does not parse or breaks the schema is asked again (up to ``max_tries`` in all)
+with the bad answer and the error shown to the teacher; after the last try the item is stored as
+``failed`` with every raw answer. A request the backend could not complete at all (network down, HTTP
+401, ...) stores nothing: it is counted under ``errors`` and is asked again by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from reason2rank.reranker import prepare_items
+from reason2rank.teacher.backends import Backend, GenerationResult, Messages, make_backend
+from reason2rank.teacher.inputs import candidates_from_frame
+from reason2rank.teacher.pairs import PairPolicy, select_pairs
+from reason2rank.teacher.parsing import (
+    COMPARE_SCHEMA,
+    DIRECT_SCHEMA,
+    ParseError,
+    evidence_in_text,
+    extract_json,
+    listwise_schema,
+    validate_compare,
+    validate_direct,
+    validate_listwise,
+)
+from reason2rank.teacher.prompts import (
+    TASKS,
+    DocCutter,
+    PromptTemplate,
+    load_prompts,
+    render_compare,
+    render_direct,
+    render_listwise,
+)
+from reason2rank.teacher.store import RECORD_SCHEMA, AnnotationStore, annotation_key
+from reason2rank.types import Doc, Query
+
+#: what the teacher is told after an unusable answer
+RETRY_MESSAGE = (
+    "Your answer could not be used: {error}. Answer again with only the JSON object in the format asked "
+    "for, and no other text."
+)
+_RAW_ECHO_CHARS = 4000  # how much of a bad answer is shown back to the teacher
+
+
+class TeacherUnavailable(RuntimeError):
+    """Too many requests in a row failed outright; the run stops instead of grinding through every item."""
+
+
+@dataclass
+class TaskCounts:
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    inconsistent: int = 0
+    errors: int = 0
+
+
+@dataclass
+class RunSummary:
+    """What a run did. ``done`` = stored as ok in this run, ``skipped`` = already in the store,
+    ``failed`` = stored as failed after ``max_tries``, ``inconsistent`` = A/B and B/A answers disagreed,
+    ``errors`` = requests that got no answer (nothing stored; the next run asks again)."""
+
+    teacher: str = ""
+    tasks: dict[str, TaskCounts] = field(default_factory=dict)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    requests: int = 0
+    cost_usd: float | None = None
+    elapsed_s: float = 0.0
+    flags: Counter = field(default_factory=Counter)
+    error_samples: list[str] = field(default_factory=list)
+    torn_tail_bytes: int = 0
+    aborted: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def _sum(self, name: str) -> int:
+        return sum(getattr(c, name) for c in self.tasks.values())
+
+    @property
+    def done(self) -> int:
+        return self._sum("done")
+
+    @property
+    def skipped(self) -> int:
+        return self._sum("skipped")
+
+    @property
+    def failed(self) -> int:
+        return self._sum("failed")
+
+    @property
+    def inconsistent(self) -> int:
+        return self._sum("inconsistent")
+
+    @property
+    def errors(self) -> int:
+        return self._sum("errors")
+
+    @property
+    def total(self) -> int:
+        return self._sum("total")
+
+    @property
+    def complete(self) -> bool:
+        """Every item of the run is in the store (as ok, inconsistent or failed)."""
+        return self.errors == 0 and self.aborted is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "teacher": self.teacher,
+            "total": self.total,
+            "done": self.done,
+            "skipped": self.skipped,
+            "failed": self.failed,
+            "inconsistent": self.inconsistent,
+            "errors": self.errors,
+            "tasks": {t: vars(c).copy() for t, c in self.tasks.items()},
+            "requests": self.requests,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cost_usd": self.cost_usd,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "flags": dict(self.flags),
+            "error_samples": list(self.error_samples),
+            "torn_tail_bytes": self.torn_tail_bytes,
+            "aborted": self.aborted,
+            "notes": list(self.notes),
+        }
+
+    def format(self) -> str:
+        lines = [
+            f"teacher {self.teacher}: done {self.done}, skipped {self.skipped}, failed {self.failed}, "
+            f"inconsistent {self.inconsistent}, errors {self.errors} (of {self.total}) in {self.elapsed_s:.1f} s"
+        ]
+        for t, c in self.tasks.items():
+            lines.append(
+                f"  {t:<8} total {c.total}: done {c.done}, skipped {c.skipped}, failed {c.failed}, "
+                f"inconsistent {c.inconsistent}, errors {c.errors}"
+            )
+        cost = f", cost ${self.cost_usd:.4f}" if self.cost_usd is not None else ""
+        lines.append(
+            f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion "
+            f"in {self.requests} requests{cost}"
+        )
+        if self.flags:
+            lines.append("  flags: " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
+        if self.torn_tail_bytes:
+            lines.append(f"  cut a torn last line of {self.torn_tail_bytes} bytes left by a killed run")
+        for e in self.error_samples:
+            lines.append(f"  error: {e}")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        if self.aborted:
+            lines.append(f"  ABORTED: {self.aborted}")
+        return "\n".join(lines)
+
+
+@dataclass
+class _Ask:
+    """One prompt of an item (compare with ``swap`` has two: A/B and B/A)."""
+
+    messages: Messages
+    shown: list[str]
+    docs: list[Doc]
+    schema: dict[str, Any]
+    order: str | None = None
+    tries: int = 0
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    output: dict[str, Any] | None = None
+    flags: list[str] = field(default_factory=list)
+    final: bool = False
+    transport_error: str | None = None
+
+    def next_messages(self) -> Messages:
+        if not self.attempts:
+            return self.messages
+        last = self.attempts[-1]
+        extra: Messages = []
+        if last["raw"].strip():
+            extra.append({"role": "assistant", "content": last["raw"][:_RAW_ECHO_CHARS]})
+        extra.append({"role": "user", "content": RETRY_MESSAGE.format(error=last["error"])})
+        return [*self.messages, *extra]
+
+
+@dataclass
+class _Job:
+    task: str
+    key: str
+    query: Query
+    docs: list[Doc]
+    asks: list[_Ask]
+    options: dict[str, Any] | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    finished: bool = False
+
+
+class Teacher:
+    """An LLM teacher that writes Reason-to-Rank annotations into a store.
+
+    >>> teacher = Teacher("openai:gpt-4o-mini", store="annotations.jsonl")        # doctest: +SKIP
+    >>> summary = teacher.annotate(candidates, tasks=("direct", "compare"))       # doctest: +SKIP
+
+    ``backend``: a spec string (``hf:...``, ``openai:MODEL[@URL]``, ``haystack:MODULE:ATTR``), a
+    ``Backend`` or a Haystack ChatGenerator; ``backend_options`` go to ``make_backend``.
+    ``store``: a JSONL path, an ``AnnotationStore`` or ``None`` (in memory).
+    ``max_words`` / ``max_tokens`` (+ ``tokenizer``; the hf backend's own by default) cut documents.
+    ``window`` / ``stride``: listwise windows over each candidate list; ``pairs``: a ``PairPolicy``.
+    ``price_in`` / ``price_out``: USD per million prompt / completion tokens, for the cost summary.
+    """
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        store: str | Path | AnnotationStore | None = None,
+        prompts: Any = None,
+        max_tries: int = 3,
+        max_words: int | None = 300,
+        max_tokens: int | None = None,
+        tokenizer: Any = None,
+        window: int = 5,
+        stride: int | None = None,
+        pairs: PairPolicy | None = None,
+        max_new_tokens: int = 1024,
+        temperature: float = 0.0,
+        chunk_size: int | None = None,
+        retry_failed: bool = False,
+        price_in: float | None = None,
+        price_out: float | None = None,
+        abort_after_errors: int = 20,
+        progress: bool = False,
+        teacher_name: str | None = None,
+        backend_options: Mapping[str, Any] | None = None,
+    ):
+        if max_tries < 1:
+            raise ValueError(f"max_tries must be >= 1, got {max_tries}")
+        if window < 2:
+            raise ValueError(f"the listwise window must hold at least 2 passages, got {window}")
+        if stride is not None and stride < 1:
+            raise ValueError(f"stride must be >= 1, got {stride}")
+        self._own_backend = not isinstance(backend, Backend)
+        self.backend = make_backend(backend, **dict(backend_options or {}))
+        try:
+            if max_tokens is not None:
+                tokenizer = tokenizer if tokenizer is not None else self.backend.tokenizer
+                max_words = None
+            self.cutter = DocCutter(max_words=max_words, max_tokens=max_tokens, tokenizer=tokenizer)
+            self.prompts: dict[str, PromptTemplate] = load_prompts(prompts)
+            self._own_store = not isinstance(store, AnnotationStore)
+            self.store = store if isinstance(store, AnnotationStore) else AnnotationStore(store)
+        except BaseException:
+            if self._own_backend:
+                self.backend.close()
+            raise
+        self.max_tries = int(max_tries)
+        self.window = int(window)
+        self.stride = int(stride) if stride is not None else int(window)
+        self.pairs = pairs or PairPolicy()
+        self.max_new_tokens = int(max_new_tokens)
+        self.temperature = float(temperature)
+        self.chunk_size = int(chunk_size) if chunk_size else max(16, 4 * self.backend.max_in_flight)
+        self.retry_failed = bool(retry_failed)
+        self.price_in = price_in
+        self.price_out = price_out
+        self.abort_after_errors = int(abort_after_errors)
+        self.progress = progress
+        self.name = teacher_name or self.backend.name
+        self._lock = threading.Lock()
+        self._consecutive_errors = 0
+
+    # -- keys -----------------------------------------------------------------------------------------
+    def key(
+        self, task: str, query: Query, docs: Sequence[Doc | str], options: Mapping[str, Any] | None = None
+    ) -> str:
+        """The store key of one item: ``direct`` (1 doc), ``compare`` (A, B), ``listwise`` (a window)."""
+        ids = [d.id if isinstance(d, Doc) else str(d) for d in docs]
+        return annotation_key(task, self.prompts[task].version, self.name, query.id, query.text, ids, options)
+
+    def _compare_options(self) -> dict[str, Any] | None:
+        return {"swap": True} if self.pairs.swap else None
+
+    # -- the items of each task -----------------------------------------------------------------------
+    def direct_items(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> Iterator[tuple[Query, list[Doc]]]:
+        for q, docs in items:
+            for d in docs:
+                yield q, [d]
+
+    def listwise_items(
+        self, items: Sequence[tuple[Query, Sequence[Doc]]]
+    ) -> Iterator[tuple[Query, list[Doc]]]:
+        for q, docs in items:
+            for start in range(0, len(docs), self.stride):
+                window = list(docs[start : start + self.window])
+                if len(window) >= 2:
+                    yield q, window
+                if start + self.window >= len(docs):
+                    break
+
+    def compare_items(
+        self,
+        items: Sequence[tuple[Query, Sequence[Doc]]],
+        qrels: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> Iterator[tuple[Query, list[Doc]]]:
+        """Pairs per query from the pair policy, using the teacher's direct grades already in the store."""
+        for q, docs in items:
+            grades = {d.id: self.store.grade(self.key("direct", q, [d])) for d in docs}
+            judged = (qrels or {}).get(q.id) or None
+            for a, b in select_pairs(q, docs, self.pairs, grades=grades, qrels=judged):
+                yield q, [a, b]
+
+    # -- running --------------------------------------------------------------------------------------
+    def annotate(
+        self,
+        items: Iterable[tuple[Query | str, Sequence[Doc | str]]] | Any,
+        tasks: Sequence[str] | str = ("direct",),
+        *,
+        qrels: Mapping[str, Mapping[str, int]] | None = None,
+    ) -> RunSummary:
+        """Annotate candidates for ``tasks``; returns the run's summary. ``items``: ``[(query, docs), ...]``
+        or a PyTerrier-style result frame (``qid``, ``query``, ``docno``, ``text``; see ``candidates_from_frame``).
+
+        Raises ``TeacherUnavailable`` after ``abort_after_errors`` requests in a row got no answer (the
+        summary so far is on the exception as ``.summary``)."""
+        if isinstance(tasks, str):
+            tasks = [t.strip() for t in tasks.split(",") if t.strip()]
+        unknown = [t for t in tasks if t not in TASKS]
+        if unknown or not tasks:
+            raise ValueError(f"tasks must be among {TASKS}, got {list(tasks)}")
+        if hasattr(items, "columns") and hasattr(items, "groupby"):  # a PyTerrier-style result frame
+            items = candidates_from_frame(items)
+        prepared = prepare_items(list(items))
+        summary = RunSummary(teacher=self.name, torn_tail_bytes=self.store.scan.torn_tail_bytes)
+        self._consecutive_errors = 0
+        start = time.monotonic()
+        try:
+            for task in [t for t in TASKS if t in tasks]:  # direct before compare: pairs use the grades
+                direct = summary.tasks.get("direct")
+                if task == "compare" and direct is not None and direct.errors:
+                    # pairs follow the teacher's grades: choosing them from incomplete grades would ask
+                    # questions a rerun (with all grades) would not ask again
+                    summary.notes.append(
+                        f"compare postponed: {direct.errors} direct item(s) got no answer; rerun to finish both"
+                    )
+                    continue
+                if task == "direct":
+                    specs = list(self.direct_items(prepared))
+                elif task == "listwise":
+                    specs = list(self.listwise_items(prepared))
+                else:
+                    specs = list(self.compare_items(prepared, qrels))
+                self._run_task(task, specs, summary)
+        except TeacherUnavailable as e:
+            summary.aborted = str(e)
+            e.summary = summary  # type: ignore[attr-defined]
+            raise
+        finally:
+            summary.elapsed_s = time.monotonic() - start
+            if self.price_in is not None or self.price_out is not None:
+                summary.cost_usd = (
+                    summary.prompt_tokens * (self.price_in or 0.0)
+                    + summary.completion_tokens * (self.price_out or 0.0)
+                ) / 1e6
+            self.store.flush()
+            self._log_run(summary, tasks)
+        return summary
+
+    def _log_run(self, summary: RunSummary, tasks: Sequence[str]) -> None:
+        path = self.store.path
+        if path is None:
+            return
+        log = path.with_name(path.stem + ".runs" + (path.suffix or ".jsonl"))
+        entry = {"finished": _now(), "requested_tasks": list(tasks), **summary.to_dict()}
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    def _run_task(self, task: str, specs: list[tuple[Query, list[Doc]]], summary: RunSummary) -> None:
+        counts = summary.tasks.setdefault(task, TaskCounts())
+        options = self._compare_options() if task == "compare" else None
+        todo: list[tuple[Query, list[Doc], str]] = []
+        seen: set[str] = set()
+        for q, docs in specs:
+            key = self.key(task, q, docs, options)
+            if key in seen:
+                continue
+            seen.add(key)
+            counts.total += 1
+            status = self.store.status(key)
+            if status is not None and (status != "failed" or not self.retry_failed):
+                counts.skipped += 1
+            else:
+                todo.append((q, docs, key))
+        bar = _progress(self.progress, counts.total, f"teach {task}")
+        bar.update(counts.skipped)
+        try:
+            for i in range(0, len(todo), self.chunk_size):
+                jobs = [
+                    self._make_job(task, q, docs, key, options)
+                    for q, docs, key in todo[i : i + self.chunk_size]
+                ]
+                self._run_chunk(jobs, summary, counts, bar)
+        finally:
+            bar.close()
+
+    def _make_job(
+        self, task: str, q: Query, docs: list[Doc], key: str, options: dict[str, Any] | None
+    ) -> _Job:
+        tpl = self.prompts[task]
+        if task == "direct":
+            messages, shown = render_direct(tpl, q, docs[0], self.cutter)
+            asks = [_Ask(messages, [shown], docs, DIRECT_SCHEMA)]
+        elif task == "compare":
+            a, b = docs
+            messages, shown = render_compare(tpl, q, a, b, self.cutter)
+            asks = [_Ask(messages, shown, [a, b], COMPARE_SCHEMA, order="AB")]
+            if self.pairs.swap:
+                messages2, shown2 = render_compare(tpl, q, b, a, self.cutter)
+                asks.append(_Ask(messages2, shown2, [b, a], COMPARE_SCHEMA, order="BA"))
+        else:
+            messages, shown = render_listwise(tpl, q, docs, self.cutter)
+            asks = [_Ask(messages, shown, docs, listwise_schema(len(docs)))]
+        return _Job(task, key, q, docs, asks, options)
+
+    def _run_chunk(self, jobs: list[_Job], summary: RunSummary, counts: TaskCounts, bar: Any) -> None:
+        pending = [(job, ask) for job in jobs for ask in job.asks]
+        while pending:
+            handled: set[int] = set()
+
+            def on_result(
+                i: int, res: GenerationResult, pending: list = pending, handled: set = handled
+            ) -> None:
+                with self._lock:
+                    if i in handled:
+                        return
+                    handled.add(i)
+                    self._on_result(*pending[i], res, summary, counts, bar)
+
+            results = self.backend.generate(
+                [ask.next_messages() for _, ask in pending],
+                on_result=on_result,
+                json_schema=[ask.schema for _, ask in pending],
+                max_new_tokens=self.max_new_tokens,
+                temperature=self.temperature,
+            )
+            for i, res in enumerate(results):  # backends that do not call on_result
+                on_result(i, res)
+            if self._consecutive_errors >= self.abort_after_errors:
+                raise TeacherUnavailable(
+                    f"{self._consecutive_errors} requests in a row got no answer from {self.name}; "
+                    f"last: {summary.error_samples[-1] if summary.error_samples else '?'}"
+                )
+            pending = [(job, ask) for job, ask in pending if not ask.final]
+
+    def _on_result(
+        self, job: _Job, ask: _Ask, res: GenerationResult, summary: RunSummary, counts: TaskCounts, bar: Any
+    ) -> None:
+        summary.requests += 1
+        summary.prompt_tokens += res.prompt_tokens
+        summary.completion_tokens += res.completion_tokens
+        job.prompt_tokens += res.prompt_tokens
+        job.completion_tokens += res.completion_tokens
+        if res.error is not None:
+            ask.final = True
+            ask.transport_error = res.error
+            self._consecutive_errors += 1
+        else:
+            self._consecutive_errors = 0
+            ask.tries += 1
+            attempt: dict[str, Any] = {"raw": res.text, "error": None}
+            if ask.order is not None and self.pairs.swap:
+                attempt["order"] = ask.order
+            if res.finish_reason == "length":
+                attempt["truncated"] = True
+            try:
+                ask.output, ask.flags = self._parse(job.task, ask, res.text)
+                ask.final = True
+            except ParseError as e:
+                attempt["error"] = str(e)
+                if ask.tries >= self.max_tries:
+                    ask.final = True
+            ask.attempts.append(attempt)
+        if not job.finished and all(a.final for a in job.asks):
+            job.finished = True
+            self._finish(job, summary, counts)
+            bar.update(1)
+            bar.set_postfix(ok=counts.done, failed=counts.failed, errors=counts.errors, refresh=False)
+
+    def _parse(self, task: str, ask: _Ask, text: str) -> tuple[dict[str, Any], list[str]]:
+        obj, repairs = extract_json(text)
+        if task == "direct":
+            out, flags = validate_direct(obj)
+            out["evidence_found"] = (
+                None if out["evidence"] is None else evidence_in_text(out["evidence"], ask.shown[0])
+            )
+            if out["evidence_found"] is False:
+                flags.append("evidence_not_found")
+            return out, repairs + flags
+        if task == "compare":
+            out, flags = validate_compare(obj)
+            return out, repairs + flags
+        out, flags = validate_listwise(obj, len(ask.docs))
+        passages = []
+        for item in out["ranked_passages"]:
+            i = item["identifier"] - 1
+            sentence = item["direct_answer_sentence"]
+            found = None if sentence is None else evidence_in_text(sentence, ask.shown[i])
+            passages.append({"docid": ask.docs[i].id, **item, "evidence_found": found})
+        if any(p["evidence_found"] is False for p in passages):
+            flags.append("evidence_not_found")
+        return {"ranking": [p["docid"] for p in passages], "passages": passages}, repairs + flags
+
+    def _finish(self, job: _Job, summary: RunSummary, counts: TaskCounts) -> None:
+        errors = [a.transport_error for a in job.asks if a.transport_error]
+        if errors:
+            counts.errors += 1
+            if len(summary.error_samples) < 5:
+                summary.error_samples.append(
+                    f"{job.task} {job.query.id}/{','.join(d.id for d in job.docs)}: {errors[0]}"
+                )
+            return
+        attempts = [att for a in job.asks for att in a.attempts]
+        flags = sorted({f for a in job.asks for f in a.flags})
+        parsed = all(a.output is not None for a in job.asks)
+        output: dict[str, Any] | None = None
+        error: str | None = None
+        if not parsed:
+            status = "failed"
+            error = next(att["error"] for a in job.asks if a.output is None for att in a.attempts[-1:])
+        elif job.task == "compare":
+            status, output = self._compare_output(job)
+        else:
+            status, output = "ok", job.asks[0].output
+        record = {
+            "schema": RECORD_SCHEMA,
+            "key": job.key,
+            "task": job.task,
+            "prompt_version": self.prompts[job.task].version,
+            "prompt_sha256": self.prompts[job.task].sha256,
+            "teacher": self.name,
+            "qid": job.query.id,
+            "query": job.query.text,
+            "docids": [d.id for d in job.docs],
+            "options": job.options,
+            "status": status,
+            "output": output,
+            "flags": flags,
+            "error": error,
+            "attempts": attempts,
+            "tries": len(attempts),
+            "prompt_tokens": job.prompt_tokens,
+            "completion_tokens": job.completion_tokens,
+            "doc_cut": self.cutter.describe(),
+            "elapsed_s": round(time.monotonic() - job.started, 3),
+            "created": _now(),
+        }
+        self.store.append(record)
+        summary.flags.update(flags)
+        if status == "ok":
+            counts.done += 1
+        elif status == "failed":
+            counts.failed += 1
+        else:
+            counts.inconsistent += 1
+
+    def _compare_output(self, job: _Job) -> tuple[str, dict[str, Any]]:
+        a, b = job.docs
+        first = job.asks[0].output
+        assert first is not None
+        pref_doc = {"A": a.id, "B": b.id, "tie": None}[first["preferred"]]
+        out = {"preferred": first["preferred"], "preferred_doc": pref_doc, "reasoning": first["reasoning"]}
+        if len(job.asks) == 1:
+            return "ok", out
+        second = job.asks[1].output
+        assert second is not None
+        swapped_doc = {"A": b.id, "B": a.id, "tie": None}[second["preferred"]]  # B/A frame: A is doc b
+        consistent = swapped_doc == pref_doc
+        out.update(
+            swapped_preferred=second["preferred"],
+            swapped_reasoning=second["reasoning"],
+            consistent=consistent,
+        )
+        if not consistent:
+            out["preferred"], out["preferred_doc"] = None, None
+            out["answers"] = {"AB": first["preferred"], "BA": second["preferred"]}
+        return ("ok" if consistent else "inconsistent"), out
+
+    # -- reading results back -------------------------------------------------------------------------
+    def records(
+        self, task: str, items: Sequence[tuple[Query, Sequence[Doc]]]
+    ) -> list[list[dict[str, Any] | None]]:
+        """For ``direct``: per query, the stored record of each document (None where there is none)."""
+        if task != "direct":
+            raise ValueError(
+                "records() looks up direct annotations per document; read the store for other tasks"
+            )
+        return [[self.store.get(self.key("direct", q, [d])) for d in docs] for q, docs in items]
+
+    def close(self) -> None:
+        if self._own_store:
+            self.store.close()
+        if self._own_backend:
+            self.backend.close()
+
+    def __enter__(self) -> Teacher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Teacher({self.name!r}, store={self.store!r})"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **kw: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, unit="item", dynamic_ncols=True)

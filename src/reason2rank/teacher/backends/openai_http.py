@@ -1,0 +1,290 @@
+"""OpenAI-compatible chat completions over HTTP (vLLM, SGLang, Ollama, llama.cpp server, hosted APIs).
+
+Why httpx and not the ``openai`` package: we need exact control of the retry policy (which statuses, how
+long, ``Retry-After``), of the in-flight limit and of the fallback when a server rejects
+``response_format``, and we must work with servers that only speak a subset of the API; the ``openai``
+client hides those behind its own retries. httpx is already installed with haystack/openai.
+
+Requests run on a pool of ``max_in_flight`` worker threads sharing one ``httpx.Client`` (one keep-alive
+connection per worker), so at most ``max_in_flight`` requests are ever in flight; answers are handed to
+``on_result`` in the calling thread as they complete. Why threads and not ``httpx.AsyncClient``: the async
+client burns ~12 ms of CPU per request at 64 in flight (encode/httpx#3215) and caps out near 80 requests/s,
+while the threaded sync client keeps up (see benchmarks/teacher_concurrency.py). ``generate`` is an
+ordinary blocking call, safe from notebooks that already run an event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from typing import Any
+
+import httpx
+
+from reason2rank.teacher.backends import Backend, GenerationResult, Messages, OnResult, schema_for
+
+#: statuses worth retrying: rate limits, timeouts, conflicts and server errors
+RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
+_FORMATS = ("json_schema", "json_object", "none")
+
+
+class OpenAIBackend(Backend):
+    """``POST {base_url}/chat/completions`` with retries, backoff and a limit on requests in flight.
+
+    - ``api_key``: given directly, else read from the environment variable ``api_key_env``
+      (default ``OPENAI_API_KEY``); no key means no ``Authorization`` header (fine for local servers).
+    - ``timeout``: seconds per request; a request that takes longer is abandoned and retried.
+    - ``max_retries``: retries after the first try on 429/5xx/timeouts/connection errors, waiting
+      ``backoff * 2**attempt`` seconds (with jitter, at most ``max_backoff``) or the server's
+      ``Retry-After``. Other 4xx answers are not retried.
+    - ``response_format``: ``auto`` asks for ``json_schema`` structured output and steps down to
+      ``json_object``, then to plain text, the first time the server rejects it (HTTP 400/422);
+      or force one of ``json_schema``, ``json_object``, ``none``.
+    - a server that rejects ``max_tokens`` in favour of ``max_completion_tokens``, or any ``temperature``
+      (reasoning models), gets the request again in the form it accepts; the change is remembered.
+    - ``extra_body``: fields merged into every request (e.g. vLLM's
+      ``{"chat_template_kwargs": {"enable_thinking": false}}``).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_url: str = "https://api.openai.com/v1",
+        *,
+        api_key: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout: float = 120.0,
+        max_retries: int = 6,
+        backoff: float = 1.0,
+        max_backoff: float = 60.0,
+        max_in_flight: int = 8,
+        response_format: str = "auto",
+        extra_body: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        name: str | None = None,
+    ):
+        if not model:
+            raise ValueError("openai backend needs a model name, e.g. openai:gpt-4o-mini")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if max_retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if response_format not in ("auto", *_FORMATS):
+            raise ValueError(
+                f"response_format must be auto, json_schema, json_object or none, got {response_format!r}"
+            )
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.url = self.base_url + "/chat/completions"
+        if api_key is None and api_key_env:
+            api_key = os.environ.get(api_key_env) or None
+        if api_key is None and "api.openai.com" in self.base_url:
+            raise ValueError(f"no API key: set the environment variable {api_key_env} (or pass api_key)")
+        self._headers = {"Content-Type": "application/json", **(headers or {})}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self.api_key_env = api_key_env
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.max_backoff = float(max_backoff)
+        self.max_in_flight = int(max_in_flight)
+        self.response_format = response_format
+        self._format_level = 0 if response_format == "auto" else _FORMATS.index(response_format)
+        self._max_tokens_field = "max_tokens"
+        self._send_temperature = True
+        self.extra_body = dict(extra_body or {})
+        self.name = name or f"openai:{model}"
+        self.retries_done = 0
+        self._client: httpx.Client | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def _resources(self) -> tuple[httpx.Client, ThreadPoolExecutor]:
+        with self._lock:
+            if self._client is None:
+                n = self.max_in_flight
+                limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
+                self._client = httpx.Client(
+                    headers=self._headers, limits=limits, timeout=httpx.Timeout(self.timeout)
+                )
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="reason2rank-openai")
+            return self._client, self._pool
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+            client, self._client = self._client, None
+        if pool is not None:  # queued requests are dropped; one still running ends with the closed client
+            pool.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.close()
+
+    def generate(
+        self,
+        messages: Sequence[Messages],
+        *,
+        on_result: OnResult | None = None,
+        json_schema: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
+        max_new_tokens: int = 1024,
+        temperature: float = 0.0,
+    ) -> list[GenerationResult]:
+        if not messages:
+            return []
+        client, pool = self._resources()
+        futures: dict[Future[GenerationResult], int] = {
+            pool.submit(
+                self._request, client, messages[i], schema_for(json_schema, i), max_new_tokens, temperature
+            ): i
+            for i in range(len(messages))
+        }
+        results: list[GenerationResult | None] = [None] * len(messages)
+        try:
+            for fut in as_completed(futures):
+                i = futures[fut]
+                results[i] = fut.result()
+                if on_result is not None:
+                    on_result(i, results[i])
+        except BaseException:  # Ctrl-C or a failing callback: drop what has not started
+            for fut in futures:
+                fut.cancel()
+            raise
+        return [r for r in results if r is not None]
+
+    def _payload(
+        self, messages: Messages, schema: Mapping[str, Any] | None, max_new_tokens: int, temperature: float
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = {"model": self.model, "messages": list(messages)}
+        if self._send_temperature:
+            payload["temperature"] = temperature
+        payload[self._max_tokens_field] = max_new_tokens
+        payload.update(self.extra_body)
+        fmt = _FORMATS[self._format_level]
+        if schema is not None and fmt == "json_schema":
+            payload["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": dict(schema), "strict": True},
+            }
+        elif schema is not None and fmt == "json_object":
+            payload["response_format"] = {"type": "json_object"}
+        return payload
+
+    def _adapt(self, payload: Mapping[str, Any], level: int, body: str) -> bool:
+        """After an HTTP 400/422: change what we send when the server said which parameter it rejects.
+        Returns True when there is something new to try."""
+        text = body.lower()
+        with self._lock:
+            if "response_format" in payload and _mentions_format(text):
+                if self._format_level == level and level < len(_FORMATS) - 1:
+                    self._format_level = level + 1
+                return True
+            if "max_tokens" in payload and "max_completion_tokens" in text:
+                self._max_tokens_field = "max_completion_tokens"  # newer OpenAI models
+                return True
+            if (
+                "temperature" in payload
+                and "temperature" in text
+                and ("support" in text or "unsupported" in text)
+            ):
+                self._send_temperature = False  # models that only run at their default temperature
+                return True
+        return False
+
+    def _request(
+        self,
+        client: httpx.Client,
+        messages: Messages,
+        schema: Mapping[str, Any] | None,
+        max_new_tokens: int,
+        temperature: float,
+    ) -> GenerationResult:
+        attempt = adaptations = 0
+        last_error = "no attempt made"
+        while True:
+            retry_after: float | None = None
+            level = self._format_level
+            payload = self._payload(messages, schema, max_new_tokens, temperature)
+            try:
+                resp = client.post(self.url, json=payload)
+            except httpx.TimeoutException:
+                last_error = f"timeout: no answer within {self.timeout:g} s"
+            except httpx.TransportError as e:
+                last_error = f"connection error: {type(e).__name__}: {e}"
+            else:
+                status = resp.status_code
+                if status == 200:
+                    result = _parse_completion(resp)
+                    if result is not None:
+                        return result
+                    last_error = f"HTTP 200 with an unreadable body: {resp.text[:200]!r}"
+                elif status in (400, 422) and adaptations < 3 and self._adapt(payload, level, resp.text):
+                    adaptations += 1  # the server rejected an optional parameter: resend without it
+                    continue
+                elif status in RETRY_STATUSES:
+                    last_error = f"HTTP {status}: {resp.text[:200]}"
+                    retry_after = _retry_after(resp)
+                else:
+                    hint = ""
+                    if status in (401, 403):
+                        hint = f" (is the API key right? it is read from ${self.api_key_env})"
+                    return GenerationResult(error=f"HTTP {status}{hint}: {resp.text[:300]}")
+            if attempt >= self.max_retries:
+                return GenerationResult(error=f"gave up after {attempt + 1} tries; last error: {last_error}")
+            delay = min(self.max_backoff, self.backoff * (2**attempt)) * (0.5 + random.random() / 2)
+            if retry_after is not None:
+                delay = min(self.max_backoff, max(delay, retry_after))
+            attempt += 1
+            with self._lock:
+                self.retries_done += 1
+            time.sleep(delay)
+
+
+def _mentions_format(text: str) -> bool:
+    t = text.lower()
+    return any(k in t for k in ("response_format", "json_schema", "json_object", "structured", "guided"))
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _parse_completion(resp: httpx.Response) -> GenerationResult | None:
+    try:
+        body = resp.json()
+        choice = body["choices"][0]
+        message = choice.get("message") or {}
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        return None
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    if content is None:
+        refusal = message.get("refusal")
+        content = f"(refusal) {refusal}" if refusal else ""
+    usage = body.get("usage") or {}
+    return GenerationResult(
+        text=str(content),
+        prompt_tokens=_int(usage.get("prompt_tokens")),
+        completion_tokens=_int(usage.get("completion_tokens")),
+        finish_reason=choice.get("finish_reason"),
+    )
+
+
+def _int(v: Any) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return 0

@@ -1,0 +1,367 @@
+"""Parsing teacher answers without lying about them.
+
+``extract_json`` finds the JSON object in an answer and repairs only common, meaning-preserving breakage
+(a ``<think>`` block, code fences, text around the object, trailing commas, Python-style literals); every
+repair is named in the returned flags. ``validate_*`` then check the task's schema strictly: a wrong type,
+a missing field or an out-of-range grade is an error (the item is asked again and, after the last try,
+stored as failed with its raw text), never a guess. Evidence sentences are checked against the text the
+teacher was shown (``evidence_in_text``); a quote that is not there is kept and flagged.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import unicodedata
+from collections.abc import Sequence
+from typing import Any
+
+
+class ParseError(ValueError):
+    """The answer holds no usable JSON object, or the object breaks the task's schema."""
+
+
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
+_FENCE = re.compile(r"```[ \t]*(?:json|JSON|javascript|js)?[ \t]*\n?(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str | None) -> tuple[Any, list[str]]:
+    """Return (object, repairs). Raises ``ParseError`` when no JSON object can be recovered."""
+    if text is None or not str(text).strip():
+        raise ParseError("the answer is empty")
+    flags: list[str] = []
+    s = str(text).strip()
+    if "</think>" in s.lower():
+        stripped = _THINK.sub("", s).strip()
+        if stripped == s:  # an unclosed-open think: keep what follows the last </think>
+            stripped = s[s.lower().rfind("</think>") + len("</think>") :].strip()
+        s = stripped
+        flags.append("think_removed")
+    obj = _loads(s)
+    if obj is not _FAIL:
+        return obj, flags
+    fence = _FENCE.search(s)
+    if fence:
+        inner = fence.group(1).strip()
+        flags.append("code_fence")
+        obj = _loads(inner)
+        if obj is not _FAIL:
+            return obj, flags
+        s = inner
+    span = _balanced_object(s)
+    if span is None:
+        if s.lstrip().startswith("{"):
+            raise ParseError("the JSON object is not closed (answer cut off?)")
+        raise ParseError("no JSON object found in the answer")
+    start, end = span
+    if s[:start].strip() or s[end:].strip():
+        flags.append("surrounding_text")
+    body = s[start:end]
+    obj = _loads(body)
+    if obj is not _FAIL:
+        return obj, flags
+    fixed = _drop_trailing_commas(body)
+    if fixed != body:
+        obj = _loads(fixed)
+        if obj is not _FAIL:
+            return obj, [*flags, "trailing_comma"]
+    try:
+        lit = ast.literal_eval(_pythonise(fixed))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        lit = _FAIL
+    if isinstance(lit, dict):
+        extra = ["trailing_comma"] if fixed != body else []
+        return lit, [*flags, *extra, "python_literal"]
+    try:
+        json.loads(fixed)
+    except json.JSONDecodeError as e:
+        raise ParseError(f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    raise ParseError("invalid JSON")  # pragma: no cover - json.loads succeeded above would have returned
+
+
+_FAIL = object()
+
+
+def _loads(s: str) -> Any:
+    try:
+        obj = json.loads(s)
+    except (json.JSONDecodeError, RecursionError):
+        return _FAIL
+    return obj if isinstance(obj, dict) else _FAIL
+
+
+def _balanced_object(s: str) -> tuple[int, int] | None:
+    """Span of the first top-level ``{...}`` that closes, string-aware (both quote kinds)."""
+    start = s.find("{")
+    while start >= 0:
+        depth = 0
+        quote: str | None = None
+        escape = False
+        for i in range(start, len(s)):
+            c = s[i]
+            if quote:
+                if escape:
+                    escape = False
+                elif c == "\\":
+                    escape = True
+                elif c == quote:
+                    quote = None
+            elif c in "\"'":
+                # an apostrophe inside bare text (it's) must not open a string: only after : , [ { or space
+                if c == '"' or (i > 0 and s[i - 1] in ":,[{ \n\t"):
+                    quote = c
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+                if depth == 0:
+                    return start, i + 1
+        start = s.find("{", start + 1)
+    return None
+
+
+def _drop_trailing_commas(s: str) -> str:
+    out: list[str] = []
+    quote = False
+    escape = False
+    i = 0
+    while i < len(s):
+        c = s[i]
+        if quote:
+            out.append(c)
+            if escape:
+                escape = False
+            elif c == "\\":
+                escape = True
+            elif c == '"':
+                quote = False
+        elif c == '"':
+            quote = True
+            out.append(c)
+        elif c == ",":
+            j = i + 1
+            while j < len(s) and s[j] in " \t\r\n":
+                j += 1
+            if j < len(s) and s[j] in "}]":
+                i += 1
+                continue
+            out.append(c)
+        else:
+            out.append(c)
+        i += 1
+    return "".join(out)
+
+
+def _pythonise(s: str) -> str:
+    return re.sub(
+        r"\b(true|false|null)\b", lambda m: {"true": "True", "false": "False", "null": "None"}[m.group(1)], s
+    )
+
+
+# -- schemas -------------------------------------------------------------------------------------------
+
+DIRECT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string"},
+        "evidence": {"type": ["string", "null"]},
+        "relevance": {"type": "integer", "enum": [0, 1, 2, 3]},
+    },
+    "required": ["reasoning", "evidence", "relevance"],
+    "additionalProperties": False,
+}
+
+COMPARE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string"},
+        "preferred": {"type": "string", "enum": ["A", "B", "tie"]},
+    },
+    "required": ["reasoning", "preferred"],
+    "additionalProperties": False,
+}
+
+
+def listwise_schema(num: int) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "ranked_passages": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "identifier": {"type": "integer", "enum": list(range(1, num + 1))},
+                        "direct_reason": {"type": "string"},
+                        "listwise_reason": {"type": "string"},
+                        "direct_answer_sentence": {"type": ["string", "null"]},
+                    },
+                    "required": ["identifier", "direct_reason", "listwise_reason", "direct_answer_sentence"],
+                    "additionalProperties": False,
+                },
+            }
+        },
+        "required": ["ranked_passages"],
+        "additionalProperties": False,
+    }
+
+
+def _require_dict(obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise ParseError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _text_field(obj: dict[str, Any], name: str, *, nullable: bool = False) -> str | None:
+    if name not in obj:
+        raise ParseError(f"missing field {name!r}")
+    v = obj[name]
+    if v is None and nullable:
+        return None
+    if not isinstance(v, str):
+        raise ParseError(
+            f"field {name!r} must be a string{' or null' if nullable else ''}, got {json.dumps(v)[:60]}"
+        )
+    v = v.strip()
+    if not v:
+        if nullable:
+            return None
+        raise ParseError(f"field {name!r} is empty")
+    return v
+
+
+def _extra_keys(obj: dict[str, Any], allowed: set[str], flags: list[str]) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        flags.append("extra_keys:" + ",".join(extra))
+
+
+def validate_direct(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    obj = _require_dict(obj)
+    flags: list[str] = []
+    if "relevance" not in obj:
+        raise ParseError("missing field 'relevance'")
+    rel = obj["relevance"]
+    if isinstance(rel, str) and rel.strip() in ("0", "1", "2", "3"):
+        rel = int(rel.strip())
+        flags.append("relevance_from_string")
+    elif isinstance(rel, float) and rel.is_integer():
+        rel = int(rel)
+    if isinstance(rel, bool) or not isinstance(rel, int) or rel not in (0, 1, 2, 3):
+        raise ParseError(f"field 'relevance' must be an integer 0, 1, 2 or 3, got {json.dumps(rel)[:40]}")
+    reasoning = _text_field(obj, "reasoning")
+    evidence = _text_field(obj, "evidence", nullable=True) if "evidence" in obj else None
+    if "evidence" not in obj:
+        flags.append("evidence_missing")
+    _extra_keys(obj, {"relevance", "reasoning", "evidence"}, flags)
+    return {"relevance": rel, "reasoning": reasoning, "evidence": evidence}, flags
+
+
+def validate_compare(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    obj = _require_dict(obj)
+    flags: list[str] = []
+    if "preferred" not in obj:
+        raise ParseError("missing field 'preferred'")
+    pref = obj["preferred"]
+    norm = pref.strip().strip("[]()\"' .").lower() if isinstance(pref, str) else None
+    mapping = {"a": "A", "b": "B", "tie": "tie", "document a": "A", "document b": "B"}
+    if norm not in mapping:
+        raise ParseError(f'field \'preferred\' must be "A", "B" or "tie", got {json.dumps(pref)[:40]}')
+    value = mapping[norm]
+    if pref != value:
+        flags.append("preferred_normalised")
+    reasoning = _text_field(obj, "reasoning")
+    _extra_keys(obj, {"preferred", "reasoning"}, flags)
+    return {"preferred": value, "reasoning": reasoning}, flags
+
+
+def validate_listwise(obj: Any, num: int) -> tuple[dict[str, Any], list[str]]:
+    obj = _require_dict(obj)
+    flags: list[str] = []
+    ranked = obj.get("ranked_passages")
+    if not isinstance(ranked, list):
+        raise ParseError("field 'ranked_passages' must be a list")
+    items: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for i, entry in enumerate(ranked):
+        if not isinstance(entry, dict):
+            raise ParseError(f"ranked_passages[{i}] must be an object")
+        ident = entry.get("identifier")
+        if isinstance(ident, str):
+            m = re.fullmatch(r"\s*\[?\s*(\d+)\s*\]?\s*", ident)
+            if not m:
+                raise ParseError(f"ranked_passages[{i}].identifier {ident!r} is not a passage number")
+            ident = int(m.group(1))
+            if "identifier_from_string" not in flags:
+                flags.append("identifier_from_string")
+        if isinstance(ident, bool) or not isinstance(ident, int) or not 1 <= ident <= num:
+            raise ParseError(
+                f"ranked_passages[{i}].identifier must be an integer 1..{num}, got {json.dumps(ident)[:40]}"
+            )
+        if ident in seen:
+            raise ParseError(f"passage [{ident}] is ranked twice")
+        seen.add(ident)
+        try:
+            direct = _text_field(entry, "direct_reason")
+            listwise = _text_field(entry, "listwise_reason")
+            sentence = (
+                _text_field(entry, "direct_answer_sentence", nullable=True)
+                if "direct_answer_sentence" in entry
+                else None
+            )
+        except ParseError as e:
+            raise ParseError(f"ranked_passages[{i}]: {e}") from None
+        items.append(
+            {
+                "identifier": ident,
+                "direct_reason": direct,
+                "listwise_reason": listwise,
+                "direct_answer_sentence": sentence,
+            }
+        )
+    missing = sorted(set(range(1, num + 1)) - seen)
+    if missing:
+        raise ParseError(f"passages {missing} are missing from the ranking; rank all {num} passages")
+    _extra_keys(obj, {"ranked_passages"}, flags)
+    return {"ranked_passages": items}, flags
+
+
+# -- evidence ------------------------------------------------------------------------------------------
+
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026|\[\s*\.\.\.\s*\]")
+
+
+def normalise_tokens(text: str) -> list[str]:
+    """Lower-cased word tokens after Unicode NFKC and quote/dash folding (punctuation and spacing ignored)."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    return re.findall(r"\w+", text)
+
+
+def evidence_in_text(evidence: str, text: str) -> bool:
+    """Whether ``evidence`` occurs in ``text`` up to case, spacing, punctuation and Unicode form. An
+    ellipsis in the quote separates fragments that must each occur, in order."""
+    doc = normalise_tokens(text)
+    fragments = [normalise_tokens(f) for f in _ELLIPSIS.split(evidence)]
+    fragments = [f for f in fragments if f]
+    if not fragments:
+        return False
+    pos = 0
+    for frag in fragments:
+        found = _find_sublist(doc, frag, pos)
+        if found < 0:
+            return False
+        pos = found + len(frag)
+    return True
+
+
+def _find_sublist(hay: Sequence[str], needle: Sequence[str], start: int) -> int:
+    n = len(needle)
+    first = needle[0]
+    for i in range(start, len(hay) - n + 1):
+        if hay[i] == first and list(hay[i : i + n]) == list(needle):
+            return i
+    return -1

@@ -1,0 +1,111 @@
+"""Any Haystack ChatGenerator as teacher: a hand-written one, and Haystack's own OpenAIChatGenerator
+pointed at the local server."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import types
+
+import pytest
+from haystack.dataclasses import ChatMessage
+
+from reason2rank.teacher import Teacher, make_backend
+from reason2rank.teacher.backends.haystack_chat import HaystackBackend, import_generator
+from reason2rank.teacher.mock_server import MockChatServer
+from reason2rank.types import Doc, Query
+
+ITEMS = [
+    (Query("q1", "flea life cycle"), [Doc("d1", "Fleas live for weeks. They bite."), Doc("d2", "Cats purr.")])
+]
+
+
+class EchoGenerator:
+    """A minimal ChatGenerator: grades by whether the document mentions fleas; fails on 'Cats'."""
+
+    model = "echo-1"
+
+    def __init__(self):
+        self.calls = []
+        self.warmed = 0
+        self.lock = threading.Lock()
+
+    def warm_up(self):
+        self.warmed += 1
+
+    def run(self, messages, generation_kwargs=None):
+        with self.lock:
+            self.calls.append((messages, generation_kwargs))
+        prompt = messages[-1].text
+        if "Cats purr." in prompt:
+            raise RuntimeError("quota exceeded")
+        reply = ChatMessage.from_assistant(
+            '{"reasoning": "mentions fleas", "evidence": "Fleas live for weeks.", "relevance": 3}',
+            meta={"usage": {"prompt_tokens": 100, "completion_tokens": 20}, "finish_reason": "stop"},
+        )
+        return {"replies": [reply]}
+
+
+def test_a_chat_generator_object_is_used_as_it_is():
+    gen = EchoGenerator()
+    with Teacher(gen, backend_options={"generation_kwargs": {"temperature": 0}}, abort_after_errors=10) as t:
+        assert t.name == "haystack:EchoGenerator:echo-1"
+        s = t.annotate(ITEMS)
+        recs = list(t.store.records())
+    assert (s.done, s.errors, s.prompt_tokens, s.completion_tokens) == (1, 1, 100, 20)
+    assert "RuntimeError: quota exceeded" in s.error_samples[0]
+    assert len(recs) == 1 and recs[0]["output"]["evidence_found"] is True
+    messages, kwargs = gen.calls[0]
+    assert [m.role.value for m in messages] == ["system", "user"] and kwargs == {"temperature": 0}
+    assert gen.warmed == 1
+
+
+def test_threads_when_more_in_flight():
+    gen = EchoGenerator()
+    backend = HaystackBackend(gen, max_in_flight=4)
+    msgs = [[{"role": "user", "content": f"q{i}"}] for i in range(10)]
+    seen = []
+    out = backend.generate(msgs, on_result=lambda i, r: seen.append(i))
+    assert len(out) == 10 and sorted(seen) == list(range(10)) and all(r.error is None for r in out)
+
+
+def test_haystack_spec_string_imports_an_object_a_factory_or_a_class(monkeypatch):
+    mod = types.ModuleType("r2r_test_generators")
+    mod.instance = EchoGenerator()
+    mod.factory = lambda: EchoGenerator()
+    mod.EchoGenerator = EchoGenerator
+    monkeypatch.setitem(sys.modules, "r2r_test_generators", mod)
+    assert import_generator("r2r_test_generators:instance") is mod.instance
+    assert isinstance(import_generator("r2r_test_generators:factory"), EchoGenerator)
+    assert isinstance(make_backend("haystack:r2r_test_generators:EchoGenerator"), HaystackBackend)
+    with pytest.raises(ValueError, match="has no attribute"):
+        import_generator("r2r_test_generators:nothing")
+    with pytest.raises(ValueError, match="haystack:MODULE:ATTR"):
+        import_generator("r2r_test_generators")
+    with pytest.raises(ValueError, match="unknown teacher"):
+        make_backend("vertex:gemini")
+
+
+def test_haystack_openai_chat_generator_against_the_local_server(monkeypatch):
+    from haystack.components.generators.chat import OpenAIChatGenerator
+    from haystack.utils import Secret
+
+    with MockChatServer() as server:
+        gen = OpenAIChatGenerator(
+            api_key=Secret.from_token("sk-local"),
+            model="mock-teacher",
+            api_base_url=server.url,
+            max_retries=0,
+            timeout=10,
+        )
+        with Teacher(gen) as t:
+            assert t.name == "haystack:OpenAIChatGenerator:mock-teacher"
+            s = t.annotate(ITEMS)
+            recs = sorted(t.store.records(), key=lambda r: r["docids"])
+        assert len(server.requests) == 2 and server.requests[0]["model"] == "mock-teacher"
+    assert (s.done, s.errors) == (2, 0) and s.prompt_tokens > 0
+    assert [r["output"]["relevance"] for r in recs] == [2, 2]
+    assert (
+        recs[0]["output"]["evidence"] == "Fleas live for weeks."
+        and recs[0]["output"]["evidence_found"] is True
+    )
