@@ -179,7 +179,7 @@ def test_load_plain_dir_without_family_asks_for_it(tiny_bert_dir):
 
 
 def test_unknown_family_lists_known_ones(tiny_bert_dir):
-    with pytest.raises(ValueError, match="known families: bi-encoder, causal-lm, cross-encoder"):
+    with pytest.raises(ValueError, match="known families: bi-encoder, cascade, causal-lm, cross-encoder"):
         reason2rank.load(tiny_bert_dir, family="quantum")
 
 

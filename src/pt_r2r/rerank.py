@@ -199,3 +199,25 @@ class R2RReranker(pt.Transformer):
         if self.explain:
             args.append(f"explain={self.explain}")
         return f"R2RReranker({', '.join(args)})"
+
+
+def R2RCascade(
+    model: str | os.PathLike,
+    *,
+    etm_family: str | None = None,
+    selector: str = "bm25",
+    top_s: int = 4,
+    aggregation: str = "max",
+    **kwargs: Any,
+) -> R2RReranker:
+    """The IDCM passage cascade as a PyTerrier reranker: ``model`` is the expensive scorer (ETM), run only
+    on the ``top_s`` windows per document that the cheap ``selector`` keeps (see ``reason2rank.cascade``)."""
+    return R2RReranker(
+        model,
+        family="cascade",
+        etm_family=etm_family,
+        selector=selector,
+        top_s=top_s,
+        aggregation=aggregation,
+        **kwargs,
+    )

@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "cross-encoder": "reason2rank.scorers.cross_encoder:CrossEncoderReranker",
     "bi-encoder": "reason2rank.scorers.bi_encoder:BiEncoderReranker",
     "causal-lm": "reason2rank.scorers.causal_lm:CausalLMReranker",
+    "cascade": "reason2rank.cascade:CascadeReranker",
 }
 _ALIASES = {
     "cross_encoder": "cross-encoder", "crossencoder": "cross-encoder", "cross": "cross-encoder",
