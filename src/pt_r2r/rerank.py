@@ -7,7 +7,6 @@ explanations come back as columns.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
@@ -15,19 +14,13 @@ import numpy as np
 import pandas as pd
 import pyterrier as pt
 
+from pt_r2r.frames import frame_to_items
 from reason2rank.reranker import Reranker
-from reason2rank.types import Doc, Query
 
 __all__ = ["EXPLANATION_COLUMNS", "R2RReranker"]
 
 #: columns added when ``explain > 0``: filled for the top-k of each query, ``None`` elsewhere
 EXPLANATION_COLUMNS = ("reasoning", "evidence", "comparison")
-
-
-def _title(value: Any) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value if isinstance(value, str) else str(value)
 
 
 class R2RReranker(pt.Transformer):
@@ -147,39 +140,14 @@ class R2RReranker(pt.Transformer):
                 out[col] = pd.Series(index=out.index, dtype=object)
             return out
 
-        qids = inp["qid"].tolist()
-        queries = inp["query"].tolist()
-        docnos = inp["docno"].tolist()
-        texts = inp[self.text_field].tolist()
-        titles = inp[self.title_field].tolist() if self.title_field else None
-
-        # group rows by qid (first-appearance order); remember where each doc came from
-        groups: dict[Any, int] = {}
-        items: list[tuple[Query, list[Doc]]] = []
-        positions: list[dict[str, int]] = []
-        for i, qid in enumerate(qids):
-            g = groups.get(qid)
-            if g is None:
-                g = groups[qid] = len(items)
-                items.append((Query(id=str(qid), text=queries[i]), []))
-                positions.append({})
-            doc_id = str(docnos[i])
-            title = _title(titles[i]) if titles is not None else None
-            items[g][1].append(Doc(id=doc_id, text=texts[i], title=title))
-            positions[g].setdefault(doc_id, i)  # duplicates are reported by the core
-
+        items, rows = frame_to_items(inp, self.text_field, self.title_field)
         ranked = self.reranker.rerank_batch(items, explain=self.explain)
+        by_id = [{sd.doc.id: sd for sd in scored} for scored in ranked]
 
-        scores = np.empty(len(out), dtype=np.float64)
         columns = self._explanation_columns()
-        explanations: dict[str, list[str | None]] = {c: [None] * len(out) for c in columns}
-        for g, scored in enumerate(ranked):
-            where = positions[g]
-            for sd in scored:
-                i = where[sd.doc.id]
-                scores[i] = sd.score
-                for c in columns:
-                    explanations[c][i] = getattr(sd, c)
+        found = [by_id[g][items[g][1][j].id] for g, j in rows]
+        scores = np.array([sd.score for sd in found], dtype=np.float64)
+        explanations = {c: [getattr(sd, c) for sd in found] for c in columns}
 
         out["score"] = scores
         for c in columns:

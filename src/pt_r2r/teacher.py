@@ -6,26 +6,19 @@ the direct-relevance annotation (stored, resumable), and the records come back a
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 
 import pandas as pd
 import pyterrier as pt
 
+from pt_r2r.frames import frame_to_items
 from reason2rank.teacher import AnnotationStore, Teacher
-from reason2rank.types import Doc, Query
 
 __all__ = ["TEACHER_COLUMNS", "R2RTeacher"]
 
 #: columns added to every row
 TEACHER_COLUMNS = ("relevance", "reasoning", "evidence", "evidence_found", "teacher_status")
-
-
-def _as_text(value: Any) -> str | None:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return value if isinstance(value, str) else str(value)
 
 
 class R2RTeacher(pt.Transformer):
@@ -98,28 +91,10 @@ class R2RTeacher(pt.Transformer):
                 out[col] = pd.Series(index=out.index, dtype=object)
             return out
 
-        qids = inp["qid"].tolist()
-        queries = inp["query"].tolist()
-        docnos = inp["docno"].tolist()
-        texts = inp[self.text_field].tolist()
-        titles = inp[self.title_field].tolist() if self.title_field else None
-        groups: dict[Any, int] = {}
-        items: list[tuple[Query, list[Doc]]] = []
-        where: list[dict[str, int]] = []  # per group: docno -> position (a repeated row is annotated once)
-        rows: list[tuple[int, int]] = []  # (group, position in group) per input row
-        for i, qid in enumerate(qids):
-            g = groups.get(qid)
-            if g is None:
-                g = groups[qid] = len(items)
-                items.append((Query(id=str(qid), text=queries[i]), []))
-                where.append({})
-            docno = str(docnos[i])
-            if docno not in where[g]:
-                title = _as_text(titles[i]) if titles is not None else None
-                text = _as_text(texts[i]) or ""
-                where[g][docno] = len(items[g][1])
-                items[g][1].append(Doc(id=docno, text=text, title=title))
-            rows.append((g, where[g][docno]))
+        # a repeated row is annotated once
+        items, rows = frame_to_items(
+            inp, self.text_field, self.title_field, dedupe=True, empty_text_for_missing=True
+        )
 
         teacher = self.core
         teacher.annotate(items, tasks=("direct",))

@@ -40,6 +40,21 @@ def _model_kwargs(args: argparse.Namespace) -> dict:
     return kw
 
 
+def add_candidate_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """--candidates, or --run with --topics and --docs (files or ir_datasets ids), and --depth."""
+    src = p.add_argument_group("candidates: a rank_llm JSON file, or --run with --topics and --docs")
+    src.add_argument("--candidates", help="rank_llm JSON/JSONL candidate lists")
+    src.add_argument("--run", help="first-stage TREC run, or an ir_datasets id with scored docs")
+    src.add_argument(
+        "--topics", help="topics file (tsv, jsonl, TREC) or ir_datasets id (e.g. msmarco-passage/train)"
+    )
+    src.add_argument(
+        "--docs", help="docs JSONL (docno/_id, text, title) or ir_datasets id (default: the topics dataset)"
+    )
+    src.add_argument("--depth", type=int, default=None, help="use only the top DEPTH candidates per query")
+    return src
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reason2rank", description="Reasoning rerankers for PyTerrier and Haystack"
@@ -50,12 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("rerank", help="rerank candidates and write a TREC run")
     _add_model_args(p)
-    src = p.add_argument_group("candidates: a rank_llm JSON file, or --run with --topics and --docs")
-    src.add_argument("--candidates", help="rank_llm JSON/JSONL candidate lists")
-    src.add_argument("--run", help="first-stage TREC run (or an ir_datasets id)")
-    src.add_argument("--topics", help="topics file (tsv, jsonl, TREC) or ir_datasets id")
-    src.add_argument("--docs", help="docs JSONL (docno/_id, text, title)")
-    src.add_argument("--depth", type=int, default=None, help="rerank only the top DEPTH candidates per query")
+    add_candidate_args(p)
     p.add_argument("--out", required=True, help="output TREC run")
     p.add_argument("--tag", default="reason2rank", help="run tag written in the last column")
     p.add_argument("--explain", type=int, default=0, metavar="K", help="explain the top K of each query")

@@ -38,12 +38,9 @@ def add_teach_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--tasks", default="direct", help="comma-separated: direct, compare, listwise (default: direct)"
     )
 
-    src = p.add_argument_group("candidates: a rank_llm JSON file, or --run with --topics and --docs")
-    src.add_argument("--candidates", help="rank_llm JSON/JSONL candidate lists")
-    src.add_argument("--run", help="first-stage TREC run, or an ir_datasets id with scored docs")
-    src.add_argument("--topics", help="topics file or ir_datasets id (e.g. msmarco-passage/train)")
-    src.add_argument("--docs", help="docs JSONL or ir_datasets id (defaults to the topics dataset)")
-    src.add_argument("--depth", type=int, default=None, help="use the top DEPTH candidates per query")
+    from reason2rank.cli import add_candidate_args
+
+    src = add_candidate_args(p)
     src.add_argument("--max-queries", type=int, default=None, help="only the first N queries")
     src.add_argument("--qrels", help="qrels file or ir_datasets id: positives for hard-negative pairs")
 

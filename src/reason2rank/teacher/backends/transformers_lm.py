@@ -142,12 +142,11 @@ class TransformersBackend(Backend):
         import torch
 
         tok = self.tokenizer
-        width = max(len(x) for x in ids)  # left padding, done here so the caller's tokenizer is not changed
-        input_ids = torch.tensor(
-            [[self.pad_token_id] * (width - len(x)) + x for x in ids], device=self.device
-        )
-        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-        batch = {"input_ids": input_ids, "attention_mask": mask}
+        from reason2rank.engine import pad_batch
+
+        # left padding, done here so the caller's tokenizer is not changed
+        batch = pad_batch([{"input_ids": x} for x in ids], self.pad_token_id, "left", self.device)
+        width = batch["input_ids"].shape[1]
         gen: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "pad_token_id": self.pad_token_id,
