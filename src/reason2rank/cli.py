@@ -1,4 +1,4 @@
-"""The ``reason2rank`` command: rerank, eval, teach, demo.
+"""The ``reason2rank`` command: rerank, eval, teach, train, demo.
 
 Progress goes to stderr, results to files written atomically (a temp file renamed into place), and any
 failure exits non-zero with a one-line reason.
@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 
@@ -87,6 +88,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", type=int, default=None, help="use only the first N demo queries")
     p.set_defaults(func=cmd_demo)
 
+    p = sub.add_parser(
+        "train", help="train a student (encoder or decoder) from teacher annotations or qrels; resumes"
+    )
+    p.add_argument("--config", required=True, help="training config YAML (see reason2rank.distill.config)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.lr=1e-4 --set student.max_length=128 (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--no-resume", action="store_true", help="start over even if checkpoints exist")
+    p.set_defaults(func=cmd_train)
+
     try:
         from reason2rank.teacher.cli import add_teach_parser
     except ImportError:
@@ -160,6 +173,32 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"the demo needs the pyterrier and demo extras: pip install 'reason2rank[demo]' ({e})"
         ) from e
     return demo_main(n_queries=args.queries)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import yaml
+
+    try:
+        from reason2rank.distill import TrainConfig, train
+    except ImportError as e:
+        raise UsageError(f"training needs the train extra: pip install 'reason2rank[train]' ({e})") from e
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set expects KEY=VALUE (e.g. train.lr=1e-4), got {item!r}")
+        overrides[key] = yaml.safe_load(value)
+    if args.output_dir:
+        overrides["output_dir"] = args.output_dir
+    if args.no_resume:
+        overrides["resume"] = False
+    cfg = TrainConfig.from_yaml(args.config, overrides)
+    if args.output_dir:
+        cfg.output_dir = str(Path(args.output_dir).resolve())
+    result = train(cfg)
+    shown = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+    print(f"trained {result.steps} steps in {result.seconds:.0f}s {shown}; model: {result.model_dir}", file=sys.stderr)
+    return EXIT_OK
 
 
 class UsageError(Exception):

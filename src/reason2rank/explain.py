@@ -1,8 +1,10 @@
 """Explanations for the top-k of each ranking: generated reasoning and occlusion evidence.
 
-Evidence is model-agnostic: every sentence of a top-k document is removed in turn and the document is scored
-again (one engine run for all variants of all queries); the evidence is the sentence whose removal lowers the
-score most. It is an exact substring of the document text, or ``None`` when no removal lowers the score.
+Evidence comes from ``Reranker.explain_evidence``. Its default is model-agnostic occlusion: every sentence of a
+top-k document is removed in turn and the document is scored again (one engine run for all variants of all
+queries); the evidence is the sentence whose removal lowers the score most. It is an exact substring of the
+document text, or ``None`` when no removal lowers the score. Families with a learned evidence head (a
+cross-encoder student, see ``reason2rank.evidence``) override the hook.
 """
 
 from __future__ import annotations
@@ -90,7 +92,10 @@ def explain_top_k(
     if reranker.evidence:
         keys = [(qi, r) for qi, ranked in enumerate(results) for r in range(min(k, len(ranked)))]
         tasks = [(queries[qi], results[qi][r].doc, results[qi][r].score) for qi, r in keys]
-        evidence = dict(zip(keys, occlusion_evidence(reranker, tasks)))
+        found = reranker.explain_evidence(tasks)
+        if len(found) != len(tasks):
+            raise RuntimeError(f"explain_evidence returned {len(found)} results for {len(tasks)} documents")
+        evidence = dict(zip(keys, found))
     out = []
     for qi, ranked in enumerate(results):
         new = list(ranked)

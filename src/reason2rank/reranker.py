@@ -27,7 +27,8 @@ class Reranker(ABC):
     order, so the output is deterministic. Inputs are never mutated.
     """
 
-    #: whether ``explain=k`` fills ``evidence`` by sentence occlusion (costs one scoring pass per sentence)
+    #: whether ``explain=k`` fills ``evidence`` (through ``explain_evidence``: by default sentence occlusion,
+    #: which costs one scoring pass per sentence)
     evidence: bool = True
 
     # -- what a family implements -------------------------------------------------------------------
@@ -42,6 +43,16 @@ class Reranker(ABC):
     def generate_comparisons(self, query: Query, pairs: Sequence[tuple[Doc, Doc]]) -> list[str | None]:
         """Why the first doc of each pair outranks the second; ``None`` where the family cannot say."""
         return [None] * len(pairs)
+
+    def explain_evidence(self, tasks: Sequence[tuple[Query, Doc, float]]) -> list[str | None]:
+        """Evidence for each (query, doc, score of doc): an exact substring of ``doc.text`` or ``None``.
+
+        The default is sentence occlusion (``explain.occlusion_evidence``); families with a learned evidence
+        head override it. Called once per ``rerank_batch`` with the top-k of every query.
+        """
+        from reason2rank.explain import occlusion_evidence
+
+        return occlusion_evidence(self, tasks)
 
     @property
     def can_reason(self) -> bool:

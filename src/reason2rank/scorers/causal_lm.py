@@ -125,6 +125,7 @@ class CausalLMReranker(TransformerReranker):
         adapter: str | os.PathLike | None = None,
         merge_adapter: bool = False,
         rank_head: str | os.PathLike | None = None,
+        new_rank_head: bool = False,
         max_query_length: int = 128,
         max_new_tokens: int | None = None,
         **kwargs: Any,
@@ -160,6 +161,12 @@ class CausalLMReranker(TransformerReranker):
             self.negative_id = self._single_token(
                 self.readout.get("negative_id"), self.readout.get("negative")
             )
+        elif new_rank_head:  # a fresh head for training (``reason2rank.distill``)
+            hidden = self.model.config.get_text_config().hidden_size
+            head = torch.nn.Linear(hidden, 1, dtype=torch.float32)
+            torch.nn.init.normal_(head.weight, std=hidden**-0.5)
+            torch.nn.init.zeros_(head.bias)
+            self.rank_head = head.to(self.engine.device).eval()
         else:
             head_path = rank_head or self.readout.get("file") or RANK_HEAD_FILE
             self.rank_head = self._load_rank_head(head_path, base_dir)

@@ -1,0 +1,222 @@
+"""The training configuration: a YAML file (or a dict) read into dataclasses, checked key by key.
+
+Example (every key is optional except ``output_dir``, ``student.model`` and ``data.train``)::
+
+    output_dir: runs/minilm-scifact
+    seed: 42
+    student:
+      type: encoder              # encoder (cross-encoder + evidence head) | decoder (causal LM + rank head)
+      model: sentence-transformers/all-MiniLM-L6-v2
+      max_length: 256
+      # decoder only:
+      # prompt_template: r2r_student
+      # lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: null}   # null = all linear layers
+      # max_answer_tokens: 128
+      # reasoning_per_query: 2   comparisons_per_query: 1
+    data:
+      train: train.jsonl         # a TrainingSet JSONL, or {qrels|store, run, topics, docs, depth, negatives}
+      dev: dev.jsonl             # optional: nDCG@10 every eval_every steps (same two forms)
+      group_size: 8              # one positive + 7 negatives per query
+    objectives: {group_softmax_ce: 1.0, ranknet_grades: 0.5, evidence: 0.5}
+    weighting: fixed             # or uncertainty (learned, Kendall et al.)
+    train:
+      max_steps: 500             # or epochs: 1.0
+      batch_size: 4              # queries per micro-batch and process
+      grad_accum: 1
+      lr: 3.0e-5
+      eval_every: 100
+      save_every: 100
+
+Relative paths are resolved against the YAML file's directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StudentConfig:
+    type: str = "encoder"
+    model: str = ""
+    max_length: int | None = None  # encoder 256, decoder 512
+    max_query_length: int | None = None
+    gradient_checkpointing: bool = False
+    # encoder
+    evidence_threshold: float = 0.5
+    # decoder
+    prompt_template: str = "r2r_student"
+    lora: dict[str, Any] | None = field(default_factory=lambda: {"r": 16, "alpha": 32, "dropout": 0.05})
+    max_answer_tokens: int = 128
+    reasoning_per_query: int = 2
+    comparisons_per_query: int = 1
+    token: str | None = None
+    revision: str | None = None
+
+
+@dataclass
+class DataConfig:
+    train: Any = None
+    dev: Any = None
+    group_size: int = 8
+    dev_depth: int | None = None
+
+
+@dataclass
+class OptimConfig:
+    max_steps: int | None = None
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 1
+    lr: float = 3e-5
+    head_lr: float | None = None
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    bf16: Any = "auto"  # true | false | auto (CUDA with bf16 support)
+    device: str | None = None  # None: what accelerate picks (CUDA when there is one)
+    eval_every: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    eval_batch_size: int = 32
+
+
+#: keys that may change between a run and its resumption (they do not change the trained weights)
+RESUMABLE_KEYS = {"eval_every", "save_every", "keep_checkpoints", "log_every", "eval_batch_size", "device"}
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = ""
+    seed: int = 42
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objectives: dict[str, Any] = field(default_factory=lambda: {"group_softmax_ce": 1.0})
+    weighting: str = "fixed"
+    train: OptimConfig = field(default_factory=OptimConfig)
+    resume: bool = True
+    base_dir: str | None = None  # where relative paths resolve (the YAML file's directory)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> TrainConfig:
+        if not isinstance(data, Mapping):
+            raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
+        data = dict(data)
+        sub = {"student": StudentConfig, "data": DataConfig, "train": OptimConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in sub:
+                kwargs[key] = _build(sub[key], value or {}, key)
+            else:
+                kwargs[key] = value
+        _check_keys(cls, kwargs, "config")
+        cfg = cls(**kwargs)
+        if base_dir is not None and cfg.base_dir is None:
+            cfg.base_dir = str(base_dir)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"training config {p} does not exist")
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p} is not valid YAML: {e}") from e
+        for dotted, value in (overrides or {}).items():
+            set_dotted(data, dotted, value)
+        return cls.from_dict(data, base_dir=p.resolve().parent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def resolve(self, value: Any) -> Any:
+        """A path relative to the config file's directory (hub ids and absolute paths pass through)."""
+        if not isinstance(value, str) or not value or self.base_dir is None or os.path.isabs(value):
+            return value
+        candidate = Path(self.base_dir) / value
+        return str(candidate) if candidate.exists() or not _looks_like_hub_id(value) else value
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ValueError("the config needs output_dir: the directory for checkpoints and the trained model")
+        if self.student.type not in ("encoder", "decoder"):
+            raise ValueError(f"student.type must be 'encoder' or 'decoder', got {self.student.type!r}")
+        if not self.student.model:
+            raise ValueError("the config needs student.model: a model directory or hub id to start from")
+        if self.data.train is None:
+            raise ValueError(
+                "the config needs data.train: a TrainingSet JSONL, or {qrels or store, run, topics, docs}"
+            )
+        t = self.train
+        for name in ("batch_size", "grad_accum", "log_every", "eval_batch_size"):
+            if not isinstance(getattr(t, name), int) or getattr(t, name) < 1:
+                raise ValueError(f"train.{name} must be a positive integer, got {getattr(t, name)!r}")
+        for name in ("eval_every", "save_every", "keep_checkpoints"):
+            if not isinstance(getattr(t, name), int) or getattr(t, name) < 0:
+                raise ValueError(f"train.{name} must be an integer >= 0, got {getattr(t, name)!r}")
+        if t.max_steps is not None and (not isinstance(t.max_steps, int) or t.max_steps < 1):
+            raise ValueError(f"train.max_steps must be a positive integer, got {t.max_steps!r}")
+        if not t.lr > 0:
+            raise ValueError(f"train.lr must be > 0, got {t.lr}")
+        if not 0 <= t.warmup_ratio < 1:
+            raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+        if t.bf16 not in (True, False, "auto"):
+            raise ValueError(f"train.bf16 must be true, false or auto, got {t.bf16!r}")
+        if not isinstance(self.data.group_size, int) or self.data.group_size < 2:
+            raise ValueError(f"data.group_size must be an integer >= 2, got {self.data.group_size!r}")
+
+    def fingerprint(self) -> str:
+        """Digest of everything that changes the trained weights (checked when a run resumes)."""
+        d = self.to_dict()
+        d.pop("output_dir")
+        d.pop("resume")
+        d.pop("base_dir")
+        for k in RESUMABLE_KEYS:
+            d["train"].pop(k, None)
+        blob = json.dumps(d, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _looks_like_hub_id(s: str) -> bool:
+    return s.count("/") == 1 and not s.startswith((".", "/", "~")) and " " not in s
+
+
+def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = [k for k in data if k not in names]
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known keys: {', '.join(names)}")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ValueError(f"'{where}' must be a mapping of keys, got {type(data).__name__}")
+    _check_keys(cls, data, where)
+    return cls(**data)
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_dotted(d, "train.lr", 1e-4)`` sets ``d["train"]["lr"]`` (creating the mapping if needed)."""
+    keys = dotted.split(".")
+    cur = data
+    for k in keys[:-1]:
+        nxt = cur.get(k)
+        if nxt is None:
+            nxt = cur[k] = {}
+        if not isinstance(nxt, dict):
+            raise ValueError(f"cannot set {dotted}: {k} is not a mapping")
+        cur = nxt
+    cur[keys[-1]] = value
