@@ -9,14 +9,18 @@ TOPICS = ["coffee", "volcano", "glacier", "violin", "tomato", "satellite", "peng
 
 
 def toy_training_set(n_queries: int = 6, n_docs: int = 5, reasoning: bool = True) -> TrainingSet:
-    """Per query: doc 0 grade 3 (on topic), doc 1 grade 1, the rest 0; reasoning, evidence, one comparison."""
+    """Per query: doc 0 grade 3 (on topic, with an answer), doc 1 grade 1 (on topic), the rest 0 (off topic);
+    reasoning, evidence (a sentence of the document), one comparison."""
     queries = []
     for i in range(n_queries):
         topic = TOPICS[i % len(TOPICS)]
         cands = []
         for j in range(n_docs):
             subject = topic if j < 2 else TOPICS[(i + j) % len(TOPICS)]
-            text = f"The {subject} report number {j}. It describes how the {subject} changes over time."
+            if j == 0:
+                text = f"The {subject} changes because of heat. It describes how the {subject} changes over time."
+            else:
+                text = f"The {subject} report number {j}. It describes how the {subject} changes over time."
             grade = 3.0 if j == 0 else 1.0 if j == 1 else 0.0
             cands.append(
                 Candidate(

@@ -1,0 +1,241 @@
+"""The trainer: config checks, checkpoints, kill-and-resume equality, the CLI, and a student trained on a real
+teacher annotation file (over the OpenAI-compatible mock server) opening in both adapters."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from distill_fixtures import toy_training_set
+from safetensors.torch import load_file
+
+import reason2rank
+from reason2rank.distill import TrainConfig, Trainer, TrainingSet, train
+from reason2rank.types import Doc, Query
+
+
+def _config(tmp_path, model, out="run", **train_overrides):
+    ts = toy_training_set(6)
+    ts.save(tmp_path / "train.jsonl")
+    toy_training_set(3).save(tmp_path / "dev.jsonl")
+    t = {"max_steps": 6, "batch_size": 2, "lr": 1e-3, "save_every": 2, "log_every": 1, "device": "cpu"}
+    t.update(train_overrides)
+    return {
+        "output_dir": str(tmp_path / out),
+        "seed": 7,
+        "student": {"type": "encoder", "model": model, "max_length": 64},
+        "data": {"train": str(tmp_path / "train.jsonl"), "dev": str(tmp_path / "dev.jsonl"), "group_size": 4},
+        "objectives": {"group_softmax_ce": 1.0, "ranknet_grades": 0.5, "evidence": 0.5},
+        "train": t,
+    }
+
+
+def _weights(model_dir) -> dict[str, torch.Tensor]:
+    out = load_file(str(Path(model_dir) / "model.safetensors"))
+    out.update({f"evidence.{k}": v for k, v in load_file(str(Path(model_dir) / "evidence_head.safetensors")).items()})
+    return out
+
+
+def _assert_same_weights(a, b, atol=1e-6):
+    wa, wb = _weights(a), _weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=atol, rtol=0, msg=k)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_kill_and_resume_gives_the_same_weights(tiny_bert_encoder_dir, tmp_path):
+    straight = train(_config(tmp_path, tiny_bert_encoder_dir, out="straight"))
+    assert straight.steps == 6 and straight.resumed_from is None
+    assert 0.0 <= straight.metrics["nDCG@10"] <= 1.0
+
+    cfg = _config(tmp_path, tiny_bert_encoder_dir, out="crashed")
+
+    def crash_at_5(trainer, step, logs):
+        if step == 5:  # step 4 is checkpointed, step 5's update is lost with the crash
+            raise Crash
+
+    with pytest.raises(Crash):
+        Trainer(TrainConfig.from_dict(cfg), callbacks=[crash_at_5]).run()
+    ckpts = sorted(p.name for p in (tmp_path / "crashed" / "checkpoints").iterdir())
+    assert ckpts == ["step-0000002", "step-0000004"]  # keep_checkpoints=2, no half-written directory
+    assert not (tmp_path / "crashed" / "model").exists()
+
+    resumed = train(cfg)
+    assert resumed.resumed_from == 4 and resumed.steps == 6
+    _assert_same_weights(straight.model_dir, resumed.model_dir)
+    # a changed config must not silently resume the old run
+    cfg["train"]["lr"] = 2e-3
+    with pytest.raises(ValueError, match="different training config"):
+        train(cfg)
+
+
+def test_training_lowers_the_loss_and_the_model_opens_everywhere(tiny_bert_encoder_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_bert_encoder_dir, max_steps=80, lr=3e-3, save_every=0, warmup_ratio=0.0)
+    result = train(cfg)
+    losses = [h["loss"] for h in result.history if "loss" in h]
+    assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
+    info = json.loads((result.model_dir / "training.json").read_text())
+    assert info["steps"] == 80 and info["metrics"] == result.metrics
+    model = reason2rank.load(result.model_dir)
+    ts = toy_training_set(3)
+    ranked = model.rerank(ts[0].query, [c.doc for c in ts[0].candidates], explain=1)
+    assert ranked[0].doc.id == "q0d0"  # learned: the on-topic grade-3 document first
+    assert ranked[0].evidence is None or ranked[0].evidence in ranked[0].doc.text
+
+
+def test_config_errors_are_clear(tmp_path, tiny_bert_encoder_dir):
+    good = _config(tmp_path, tiny_bert_encoder_dir)
+    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lrr'\] in train"):
+        TrainConfig.from_dict({**good, "train": {"lrr": 1}})
+    with pytest.raises(ValueError, match="needs output_dir"):
+        TrainConfig.from_dict({k: v for k, v in good.items() if k != "output_dir"})
+    with pytest.raises(ValueError, match="student.type"):
+        TrainConfig.from_dict({**good, "student": {"type": "seq2seq", "model": "x"}})
+    with pytest.raises(ValueError, match="group_size"):
+        TrainConfig.from_dict({**good, "data": {**good["data"], "group_size": 1}})
+    with pytest.raises(FileNotFoundError, match="training set"):
+        train({**good, "data": {**good["data"], "train": str(tmp_path / "missing.jsonl")}})
+    flat = TrainingSet([toy_training_set(1)[0]])
+    for c in flat[0].candidates:
+        c.grade = 1.0
+    flat.save(tmp_path / "flat.jsonl")
+    with pytest.raises(ValueError, match="different teacher grades"):
+        train({**good, "data": {**good["data"], "train": str(tmp_path / "flat.jsonl")}})
+
+
+def test_yaml_cli_with_overrides_and_sigkill_resume(tiny_bert_encoder_dir, tmp_path):
+    cfg = _config(tmp_path, tiny_bert_encoder_dir, out="cli", max_steps=40, save_every=3, log_every=1)
+    cfg["train"]["keep_checkpoints"] = 0  # keep all
+    cfg["output_dir"] = "cli"  # relative: resolved against the YAML file's directory
+    cfg_path = tmp_path / "student.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "reason2rank.cli", "train", "--config", str(cfg_path), "--set", "train.max_steps=12"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "cli" / "checkpoints" / "step-0000003"
+    deadline = time.monotonic() + 120
+    while not ckpt.is_dir() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.is_dir(), proc.stderr.read().decode()[-2000:]
+    assert not (tmp_path / "cli" / "model").exists(), "the run finished before it could be killed"
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"event=resumed step=\d+", done.stderr)
+    assert "trained 12 steps" in done.stderr
+
+    reference = train({**cfg, "output_dir": str(tmp_path / "ref"), "train": {**cfg["train"], "max_steps": 12}})
+    _assert_same_weights(reference.model_dir, tmp_path / "cli" / "model")
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "reason2rank.cli", "train", "--config", str(cfg_path), "--set", "train.lr"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--set expects KEY=VALUE" in bad.stderr
+
+
+# ------------------------------------------------------------------ from a teacher's annotation file
+TEACHER_DOCS = {
+    "q1": ("how do glaciers move", [
+        ("g1", "Glaciers move by internal deformation of ice. Meltwater at the base makes glaciers slide."),
+        ("g2", "Glaciers are large bodies of ice. They cover ten percent of land."),
+        ("g3", "Volcanoes erupt when magma rises. Lava flows downhill."),
+        ("g4", "Tomatoes need warm weather. Water them often."),
+    ]),
+    "q2": ("why do volcanoes erupt", [
+        ("v1", "Volcanoes erupt when magma rises through the crust. Gas pressure drives eruptions."),
+        ("v2", "Volcanoes are mountains. Some are dormant."),
+        ("v3", "Glaciers carve valleys. They move slowly."),
+        ("v4", "Copper conducts electricity. It is used in wires."),
+    ]),
+}  # fmt: skip
+
+
+def overlap_responder(request):
+    """Grades by query-term overlap (0-3), evidence = the sentence with most overlap; compare by overlap."""
+    from reason2rank.teacher.mock_server import canned_answer
+
+    last = request["messages"][-1]["content"]
+    m = re.search(r"Search query: (.*?)\n\nDocument:\n(.*?)\n\nRelevance scale", last, re.DOTALL)
+    if m is None:
+        return canned_answer(request)
+    words = set(re.findall(r"\w+", m.group(1).lower())) - {"how", "do", "why"}
+    sentences = [s.strip() for s in re.split(r"(?<=\.)\s+", m.group(2).strip()) if s.strip()]
+    hits = [len(words & set(re.findall(r"\w+", s.lower()))) for s in sentences]
+    grade = min(3, sum(hits))
+    best = sentences[int(np.argmax(hits))] if grade else None
+    return json.dumps(
+        {"reasoning": f"The document shares {sum(hits)} query terms.", "evidence": best, "relevance": grade}
+    )
+
+
+def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir, tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyterrier")
+    haystack = pytest.importorskip("haystack")
+    from haystack_r2r import R2RRanker
+    from pt_r2r import R2RReranker
+
+    from reason2rank.teacher import PairPolicy, Teacher
+    from reason2rank.teacher.mock_server import MockChatServer
+
+    items = [
+        (Query(qid, text), [Doc(did, t) for did, t in docs]) for qid, (text, docs) in TEACHER_DOCS.items()
+    ]
+    store = tmp_path / "annotations.jsonl"
+    with MockChatServer(overlap_responder) as server:
+        with Teacher(f"openai:mock@{server.url}", store=store, pairs=PairPolicy(swap=False)) as teacher:
+            summary = teacher.annotate(items, tasks=("direct", "compare"))
+    assert summary.failed == 0 and summary.done > 0
+
+    ts = TrainingSet.from_store(store, items)
+    ts.save(tmp_path / "train.jsonl")
+    assert ts.stats()["with_reasoning"] > 0 and ts.stats()["comparisons"] > 0
+    result = train(
+        {
+            "output_dir": str(tmp_path / "dec"),
+            "student": {"type": "decoder", "model": tiny_llama_dir, "max_length": 128,
+                        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "max_answer_tokens": 16},
+            "data": {"train": str(tmp_path / "train.jsonl"), "dev": str(tmp_path / "train.jsonl"), "group_size": 3},
+            "objectives": {"group_softmax_ce": 1.0, "ranknet_pairs": 0.5, "lm_reasoning": 1.0, "lm_comparison": 0.5},
+            "train": {"max_steps": 3, "batch_size": 2, "lr": 1e-3, "device": "cpu"},
+        }  # fmt: skip
+    )
+    model_dir = result.model_dir
+    assert json.loads((model_dir / "r2r_model.json").read_text())["family"] == "causal-lm"
+
+    core = reason2rank.load(model_dir, max_new_tokens=5, progress=False)
+    q, docs = items[0]
+    want = core.rerank(q, docs, explain=2)
+    assert all(isinstance(sd.reasoning, str) for sd in want[:2]) and isinstance(want[0].comparison, str)
+
+    frame = pd.DataFrame([{"qid": q.id, "query": q.text, "docno": d.id, "text": d.text} for d in docs])
+    out = R2RReranker(str(model_dir), explain=2, max_new_tokens=5, verbose=False)(frame)
+    top = out.sort_values("rank")
+    assert list(top["docno"]) == [sd.doc.id for sd in want]
+    np.testing.assert_allclose(top["score"].to_numpy(), [sd.score for sd in want], rtol=1e-4, atol=1e-5)
+    assert list(top["reasoning"][:2]) == [sd.reasoning for sd in want[:2]]
+
+    ranker = R2RRanker(model=str(model_dir), top_k=4, explain=2, model_kwargs={"max_new_tokens": 5})
+    ranker.warm_up()
+    hdocs = [haystack.Document(id=d.id, content=d.text) for d in docs]
+    ranked = ranker.run(query=q.text, documents=hdocs)["documents"]
+    assert [d.id for d in ranked] == [sd.doc.id for sd in want]
+    assert ranked[0].meta["r2r_reasoning"] == want[0].reasoning
+    assert ranked[0].meta["r2r_comparison"] == want[0].comparison
