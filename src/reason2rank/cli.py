@@ -197,7 +197,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg.output_dir = str(Path(args.output_dir).resolve())
     result = train(cfg)
     shown = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
-    print(f"trained {result.steps} steps in {result.seconds:.0f}s {shown}; model: {result.model_dir}", file=sys.stderr)
+    print(
+        f"trained {result.steps} steps in {result.seconds:.0f}s {shown}; model: {result.model_dir}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 

@@ -32,7 +32,10 @@ def toy_training_set(n_queries: int = 6, n_docs: int = 5, reasoning: bool = True
             )
         comps = [Comparison(better=f"q{i}d0", worse=f"q{i}d1", reasoning=f"A is the main {topic} report.")]
         queries.append(
-            TrainingQuery(query=Query(id=f"q{i}", text=f"how does the {topic} change"), candidates=cands,
-                          comparisons=comps if reasoning else [])  # fmt: skip
+            TrainingQuery(
+                query=Query(id=f"q{i}", text=f"how does the {topic} change"),
+                candidates=cands,
+                comparisons=comps if reasoning else [],
+            )  # fmt: skip
         )
     return TrainingSet(queries)

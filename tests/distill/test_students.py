@@ -15,8 +15,14 @@ from reason2rank.distill.students import DecoderStudent, EncoderStudent, parse_o
 def _fixed_batch(student, n_queries=3, group_size=4, seed=0, reasoning=1, comparisons=1):
     ts = toy_training_set(n_queries)
     groups = [
-        sample_group(tq, group_size, np.random.default_rng([seed, i]), top_grade=3.0,
-                     reasoning_per_query=reasoning, comparisons_per_query=comparisons)  # fmt: skip
+        sample_group(
+            tq,
+            group_size,
+            np.random.default_rng([seed, i]),
+            top_grade=3.0,
+            reasoning_per_query=reasoning,
+            comparisons_per_query=comparisons,
+        )  # fmt: skip
         for i, tq in enumerate(ts)
     ]
     return student.collate(groups)
@@ -163,7 +169,9 @@ def test_decoder_student_save_load_and_lora_merged_equals_unmerged(tiny_llama_di
     unmerged = reason2rank.load(out)
     merged = reason2rank.load(out, merge_adapter=True)
     plain = reason2rank.load(out, adapter=None)  # the base weights alone score differently
-    for b, u, m, p in zip(before, unmerged.score_batch(items), merged.score_batch(items), plain.score_batch(items)):
+    for b, u, m, p in zip(
+        before, unmerged.score_batch(items), merged.score_batch(items), plain.score_batch(items)
+    ):
         np.testing.assert_allclose(u, b, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(m, u, rtol=1e-4, atol=1e-5)
         assert not np.allclose(p, u, atol=1e-4)
@@ -184,7 +192,9 @@ def test_group_stream_is_reproducible_and_groups_are_valid():
     b = GroupStream(ts, batch_size=2, group_size=4, seed=3)
     for m in (0, 1, 2, 7, 3):  # any order: a pure function of the index
         ga, gb = a.batch(m), b.batch(m)
-        assert [[c.doc.id for c in g.candidates] for g in ga] == [[c.doc.id for c in g.candidates] for g in gb]
+        assert [[c.doc.id for c in g.candidates] for g in ga] == [
+            [c.doc.id for c in g.candidates] for g in gb
+        ]
         for g in ga:
             assert g.targets[0] > max(g.targets[1:])  # slot 0 strictly above every negative
             assert len({c.doc.id for c in g.candidates}) == len(g.candidates)

@@ -42,7 +42,9 @@ def _config(tmp_path, model, out="run", **train_overrides):
 
 def _weights(model_dir) -> dict[str, torch.Tensor]:
     out = load_file(str(Path(model_dir) / "model.safetensors"))
-    out.update({f"evidence.{k}": v for k, v in load_file(str(Path(model_dir) / "evidence_head.safetensors")).items()})
+    out.update(
+        {f"evidence.{k}": v for k, v in load_file(str(Path(model_dir) / "evidence_head.safetensors")).items()}
+    )
     return out
 
 
@@ -124,7 +126,16 @@ def test_yaml_cli_with_overrides_and_sigkill_resume(tiny_bert_encoder_dir, tmp_p
     cfg_path = tmp_path / "student.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "reason2rank.cli", "train", "--config", str(cfg_path), "--set", "train.max_steps=12"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "reason2rank.cli",
+        "train",
+        "--config",
+        str(cfg_path),
+        "--set",
+        "train.max_steps=12",
+    ]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     ckpt = tmp_path / "cli" / "checkpoints" / "step-0000003"
     deadline = time.monotonic() + 120
@@ -140,7 +151,9 @@ def test_yaml_cli_with_overrides_and_sigkill_resume(tiny_bert_encoder_dir, tmp_p
     assert re.search(r"event=resumed step=\d+", done.stderr)
     assert "trained 12 steps" in done.stderr
 
-    reference = train({**cfg, "output_dir": str(tmp_path / "ref"), "train": {**cfg["train"], "max_steps": 12}})
+    reference = train(
+        {**cfg, "output_dir": str(tmp_path / "ref"), "train": {**cfg["train"], "max_steps": 12}}
+    )
     _assert_same_weights(reference.model_dir, tmp_path / "cli" / "model")
 
     bad = subprocess.run(
@@ -191,7 +204,6 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
     haystack = pytest.importorskip("haystack")
     from haystack_r2r import R2RRanker
     from pt_r2r import R2RReranker
-
     from reason2rank.teacher import PairPolicy, Teacher
     from reason2rank.teacher.mock_server import MockChatServer
 
@@ -199,9 +211,11 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
         (Query(qid, text), [Doc(did, t) for did, t in docs]) for qid, (text, docs) in TEACHER_DOCS.items()
     ]
     store = tmp_path / "annotations.jsonl"
-    with MockChatServer(overlap_responder) as server:
-        with Teacher(f"openai:mock@{server.url}", store=store, pairs=PairPolicy(swap=False)) as teacher:
-            summary = teacher.annotate(items, tasks=("direct", "compare"))
+    with (
+        MockChatServer(overlap_responder) as server,
+        Teacher(f"openai:mock@{server.url}", store=store, pairs=PairPolicy(swap=False)) as teacher,
+    ):
+        summary = teacher.annotate(items, tasks=("direct", "compare"))
     assert summary.failed == 0 and summary.done > 0
 
     ts = TrainingSet.from_store(store, items)
@@ -210,10 +224,24 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
     result = train(
         {
             "output_dir": str(tmp_path / "dec"),
-            "student": {"type": "decoder", "model": tiny_llama_dir, "max_length": 128,
-                        "lora": {"r": 4, "alpha": 8, "dropout": 0.0}, "max_answer_tokens": 16},
-            "data": {"train": str(tmp_path / "train.jsonl"), "dev": str(tmp_path / "train.jsonl"), "group_size": 3},
-            "objectives": {"group_softmax_ce": 1.0, "ranknet_pairs": 0.5, "lm_reasoning": 1.0, "lm_comparison": 0.5},
+            "student": {
+                "type": "decoder",
+                "model": tiny_llama_dir,
+                "max_length": 128,
+                "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
+                "max_answer_tokens": 16,
+            },
+            "data": {
+                "train": str(tmp_path / "train.jsonl"),
+                "dev": str(tmp_path / "train.jsonl"),
+                "group_size": 3,
+            },
+            "objectives": {
+                "group_softmax_ce": 1.0,
+                "ranknet_pairs": 0.5,
+                "lm_reasoning": 1.0,
+                "lm_comparison": 0.5,
+            },
             "train": {"max_steps": 3, "batch_size": 2, "lr": 1e-3, "device": "cpu"},
         }  # fmt: skip
     )

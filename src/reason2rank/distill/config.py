@@ -151,7 +151,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         if not self.output_dir:
-            raise ValueError("the config needs output_dir: the directory for checkpoints and the trained model")
+            raise ValueError(
+                "the config needs output_dir: the directory for checkpoints and the trained model"
+            )
         if self.student.type not in ("encoder", "decoder"):
             raise ValueError(f"student.type must be 'encoder' or 'decoder', got {self.student.type!r}")
         if not self.student.model:

@@ -47,7 +47,9 @@ DECODER_OBJECTIVES: dict[str, dict[str, Any]] = {"lm_reasoning": {}, "lm_compari
 WEIGHTINGS = ("fixed", "uncertainty")
 
 
-def parse_objectives(spec: Mapping[str, Any], known: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def parse_objectives(
+    spec: Mapping[str, Any], known: Mapping[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """``{name: weight}`` or ``{name: {weight: w, option: value}}`` → ``{name: {weight, **options}}``."""
     if not spec:
         raise ValueError(f"no objectives given; choose from: {', '.join(known)}")
@@ -148,7 +150,9 @@ class Student(nn.Module):
 
     def combine(self, parts: Mapping[str, Tensor]) -> Tensor:
         if not parts:
-            raise RuntimeError("no objective applies to this batch (e.g. only reasoning losses and no reasoning)")
+            raise RuntimeError(
+                "no objective applies to this batch (e.g. only reasoning losses and no reasoning)"
+            )
         if self.weigher is not None:
             return self.weigher(parts)
         assert self._fixed is not None
@@ -230,7 +234,9 @@ class EncoderStudent(Student):
         self.evidence_head = reranker.attach_evidence_head()  # fresh fp32 Linear(hidden, 1)
         self.tag_negatives = False  # set by the trainer when the teacher gives evidence at all
         if gradient_checkpointing:
-            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            self.backbone.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
         self.train()
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
@@ -315,7 +321,9 @@ class DecoderStudent(Student):
         if "lm_reasoning" in self.objectives and t.reasoning is None:
             raise ValueError(f"objective lm_reasoning needs a 'reasoning' part in prompt template {t.name!r}")
         if "lm_comparison" in self.objectives and t.comparison is None:
-            raise ValueError(f"objective lm_comparison needs a 'comparison' part in prompt template {t.name!r}")
+            raise ValueError(
+                f"objective lm_comparison needs a 'comparison' part in prompt template {t.name!r}"
+            )
         self.max_answer_tokens = max_answer_tokens
         base = reranker.model
         if gradient_checkpointing:
@@ -395,14 +403,22 @@ class DecoderStudent(Student):
 
     def to_device(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
         return {
-            k: (self.to_device(v, device) if isinstance(v, Mapping) else v.to(device) if isinstance(v, Tensor) else v)
+            k: (
+                self.to_device(v, device)
+                if isinstance(v, Mapping)
+                else v.to(device)
+                if isinstance(v, Tensor)
+                else v
+            )
             for k, v in batch.items()
         }
 
     def _lm(self, b: Mapping[str, Tensor]) -> Tensor:
         mask = b["attention_mask"]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        logits = self.backbone(input_ids=b["input_ids"], attention_mask=mask, position_ids=position_ids).logits
+        logits = self.backbone(
+            input_ids=b["input_ids"], attention_mask=mask, position_ids=position_ids
+        ).logits
         return L.lm_loss(logits, b["labels"])
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -81,12 +81,20 @@ def load_training_set(spec: Any, cfg: TrainConfig) -> TrainingSet:
     known = {"qrels", "store", "teacher", "candidates", "run", "topics", "docs", "depth", "negatives"}
     unknown = set(spec) - known
     if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in the data spec; known: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"unknown key(s) {sorted(unknown)} in the data spec; known: {', '.join(sorted(known))}"
+        )
     if ("qrels" in spec) == ("store" in spec):
-        raise ValueError("a data spec needs exactly one teacher: 'qrels' (a qrels file) or 'store' (annotations)")
+        raise ValueError(
+            "a data spec needs exactly one teacher: 'qrels' (a qrels file) or 'store' (annotations)"
+        )
     r = {k: cfg.resolve(v) for k, v in spec.items()}
     items = load_candidates(
-        r.get("candidates"), topics=r.get("topics"), run=r.get("run"), docs=r.get("docs"), depth=r.get("depth")
+        r.get("candidates"),
+        topics=r.get("topics"),
+        run=r.get("run"),
+        docs=r.get("docs"),
+        depth=r.get("depth"),
     )
     if "store" in spec:
         return TrainingSet.from_store(r["store"], items, teacher=r.get("teacher"))
@@ -291,7 +299,9 @@ class Trainer:
 
         cfg, t = self.cfg, self.cfg.train
         started = time.monotonic()
-        bf16 = t.bf16 if t.bf16 != "auto" else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        bf16 = (
+            t.bf16 if t.bf16 != "auto" else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        )
         acc = Accelerator(
             cpu=(t.device == "cpu"),
             mixed_precision="bf16" if bf16 else "no",
