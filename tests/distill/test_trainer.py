@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -267,3 +268,23 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
     assert [d.id for d in ranked] == [sd.doc.id for sd in want]
     assert ranked[0].meta["r2r_reasoning"] == want[0].reasoning
     assert ranked[0].meta["r2r_comparison"] == want[0].comparison
+
+
+def test_two_process_ddp_run_with_torchrun(tiny_bert_encoder_dir, tmp_path):
+    """DDP over gloo on CPU: two processes split the micro-batches; the result opens as a model."""
+    cfg = _config(tmp_path, tiny_bert_encoder_dir, out="ddp", max_steps=4, save_every=2, grad_accum=2)
+    cfg_path = tmp_path / "ddp.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port),
+           "-m", "reason2rank.cli", "train", "--config", str(cfg_path)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "processes=2" in done.stderr
+    state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-0000004" / "trainer_state.json").read_text())
+    assert state["world_size"] == 2
+    assert reason2rank.load(tmp_path / "ddp" / "model").rerank("q", ["a b", "c d"])

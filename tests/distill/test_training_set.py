@@ -505,3 +505,29 @@ def test_split_is_deterministic_disjoint_and_order_independent():
     assert len(ts.split(0.01)[1]) == 1 and len(ts.split(0.0)[1]) == 0
     with pytest.raises(ValueError, match="dev_fraction"):
         ts.split(1.5)
+
+
+def test_single_order_compare_keeps_the_frame_the_teacher_saw(tmp_path):
+    """Asked once, a teacher preferring B explains with the better document as B: the comparison says so,
+    survives save/load, and a decoder student's group shows the pair in that order."""
+    import numpy as np
+
+    from reason2rank.distill.batching import sample_group
+
+    store = AnnotationStore(tmp_path / "one_order.jsonl")
+    policy = PairPolicy(strategies=("adjacent",), swap=False, shuffle_ab=False)
+    with Teacher(FnBackend(direct_and_compare), store=store, pairs=policy) as t:
+        t.annotate(items(["a", "b", "d"]), tasks=("direct", "compare"))  # b (2) vs d (1): prefers d
+    store.close()
+    ts = TrainingSet.from_store(tmp_path / "one_order.jsonl", items(["a", "b", "d"]))
+    comps = {(c.better, c.worse): c for c in ts[0].comparisons}
+    flipped = [c for c in comps.values() if not c.better_first]
+    assert flipped, "precondition: some pair was shown with the better document second"
+    for c in flipped:
+        assert c.reasoning.startswith("Document B (" + c.better)  # the answer's own frame
+    ts.save(tmp_path / "ts.jsonl")
+    assert TrainingSet.load(tmp_path / "ts.jsonl") == ts
+    comp = flipped[0]
+    g = sample_group(ts[0], 3, np.random.default_rng(0), comparisons_per_query=len(ts[0].comparisons))
+    shown = {(a.id, b.id): text for a, b, text in g.comparisons}
+    assert shown[(comp.worse, comp.better)] == comp.reasoning

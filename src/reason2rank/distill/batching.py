@@ -31,7 +31,7 @@ class Group:
     labels: list[float]  # pointwise targets in [0, 1]
     pairs: list[tuple[int, int, float]] = field(default_factory=list)  # (slot i, slot j, P(i beats j))
     reasoning: list[tuple[Doc, str]] = field(default_factory=list)
-    comparisons: list[tuple[Doc, Doc, str]] = field(default_factory=list)  # (better, worse, why)
+    comparisons: list[tuple[Doc, Doc, str]] = field(default_factory=list)  # (doc A, doc B, reasoning)
 
     @property
     def docs(self) -> list[Doc]:
@@ -112,7 +112,8 @@ def sample_group(
             for i in sorted(idx):
                 comp = usable[i]
                 better, worse = tq.candidate(comp.better).doc, tq.candidate(comp.worse).doc
-                comparisons.append((better, worse, str(comp.reasoning)))
+                first, second = (better, worse) if comp.better_first else (worse, better)
+                comparisons.append((first, second, str(comp.reasoning)))  # the order the teacher saw
     return Group(
         query=tq.query,
         candidates=cands,

@@ -25,7 +25,7 @@ How ``from_store`` reads the store (records as ``reason2rank.teacher`` writes th
   ``better``/``worse`` are just the A/B order). Its ``reasoning`` is the answer in which ``better`` was
   shown as document A: the A/B answer when the teacher preferred A, the B/A answer (``swapped_reasoning``)
   when it preferred B and was asked both orders; asked once and preferring B, the only answer there is,
-  which then speaks of ``better`` as document B;
+  which speaks of ``better`` as document B (``better_first=False``: students show the pair in that order);
 - ``listwise`` → ``teacher_rank``. Windows are applied in store order to the query's candidate order
   (restricted to the documents of any window), each window putting its ranking into the positions its
   documents hold at that moment — the merge of RankGPT's sliding windows; non-overlapping windows simply
@@ -55,6 +55,7 @@ then one line per query::
      "candidates": [{"docno": "d1", "text": "...", "title": "...", "grade": 3.0, "teacher_rank": 1,
                      "reasoning": "...", "evidence": "..."}, ...],
      "comparisons": [{"better": "d1", "worse": "d2", "reasoning": "...", "tie": false}, ...]}
+    (``"better_first": false`` is added when the reasoning saw ``better`` as document B)
 
 Fields that are ``None`` (``title``, ``grade``, ``teacher_rank``, ``reasoning``, ``evidence``) are left
 out; ``tie`` is always written. ``load`` also reads files without the header, and rejects unknown keys,
@@ -83,7 +84,7 @@ FORMAT = "reason2rank-training-set"
 VERSION = 1
 
 _CANDIDATE_KEYS = ("docno", "text", "title", "grade", "teacher_rank", "reasoning", "evidence")
-_COMPARISON_KEYS = ("better", "worse", "reasoning", "tie")
+_COMPARISON_KEYS = ("better", "worse", "reasoning", "tie", "better_first")
 _QUERY_KEYS = ("qid", "query", "candidates", "comparisons")
 _TASKS = ("direct", "compare", "listwise")
 
@@ -130,6 +131,8 @@ class Comparison:
     worse: str
     reasoning: str | None = None  # why `better` beats `worse` (see the module docstring for its framing)
     tie: bool = False  # teacher said tie (better/worse then just the A/B order)
+    #: whether ``reasoning`` was written with ``better`` shown as document A (False: it was document B)
+    better_first: bool = True
 
     def __post_init__(self) -> None:
         self.validate()
@@ -144,6 +147,8 @@ class Comparison:
         _check_text(self.reasoning, f"comparison {self.better!r} > {self.worse!r}: reasoning")
         if not isinstance(self.tie, bool):
             raise TypeError(f"Comparison.tie must be True or False, got {self.tie!r}")
+        if not isinstance(self.better_first, bool):
+            raise TypeError(f"Comparison.better_first must be True or False, got {self.better_first!r}")
 
 
 @dataclass
@@ -772,7 +777,9 @@ def _comparison_from_record(docids: list[str], output: Mapping[str, Any]) -> Com
     if preferred == a:
         return Comparison(a, b, reasoning)
     swapped = _opt_text(output.get("swapped_reasoning"), "output.swapped_reasoning")
-    return Comparison(b, a, swapped if swapped is not None else reasoning)
+    if swapped is not None:
+        return Comparison(b, a, swapped)
+    return Comparison(b, a, reasoning, better_first=False)  # the answer saw the better document as B
 
 
 def _window_from_record(
@@ -827,6 +834,8 @@ def _query_to_json(q: TrainingQuery) -> dict[str, Any]:
         if comp.reasoning is not None:
             record["reasoning"] = comp.reasoning
         record["tie"] = comp.tie
+        if not comp.better_first:
+            record["better_first"] = False
         comparisons.append(record)
     return {"qid": q.query.id, "query": q.query.text, "candidates": candidates, "comparisons": comparisons}
 
@@ -902,6 +911,7 @@ def _query_from_json(obj: Mapping[str, Any]) -> TrainingQuery:
                 _id(rec["worse"], f"{what}: worse"),
                 rec.get("reasoning"),
                 rec.get("tie", False),
+                rec.get("better_first", True),
             )
         )
     return TrainingQuery(query, candidates, comparisons)
