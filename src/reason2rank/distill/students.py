@@ -182,6 +182,15 @@ class Student(nn.Module):
         raise NotImplementedError
 
 
+def enable_checkpointing(model: nn.Module) -> None:
+    """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version uses."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def _num_labels(path: str, hub_kwargs: Mapping[str, Any]) -> tuple[int | None, bool]:
     from transformers import AutoConfig
 
@@ -328,7 +337,7 @@ class DecoderStudent(Student):
         base = reranker.model
         if gradient_checkpointing:
             base.config.use_cache = False
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(base)
         self.lora = dict(lora) if lora else None
         if self.lora is not None:
             from peft import LoraConfig, get_peft_model
