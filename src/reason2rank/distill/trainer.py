@@ -302,6 +302,7 @@ class Trainer:
         bf16 = (
             t.bf16 if t.bf16 != "auto" else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
         )
+        _reset_accelerate_state()  # a second training run in one process may use other settings
         acc = Accelerator(
             cpu=(t.device == "cpu"),
             mixed_precision="bf16" if bf16 else "no",
@@ -430,6 +431,15 @@ class Trainer:
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
         self._log(acc, {"event": "saved", "step": step, "model_dir": str(model_dir)})
+
+
+def _reset_accelerate_state() -> None:
+    """accelerate keeps its settings in process-wide singletons; forget them (and, outside a distributed
+    run, the process state too) so that each run's ``Accelerator`` gets the settings it asks for."""
+    from accelerate.state import AcceleratorState
+
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    AcceleratorState._reset_state(reset_partial_state=not distributed)
 
 
 def train(config: TrainConfig | Mapping[str, Any] | str | os.PathLike, **kwargs: Any) -> TrainResult:
