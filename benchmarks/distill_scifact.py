@@ -281,6 +281,7 @@ def train_student(
             "batch_size": args.batch_size,
             "grad_accum": 1,
             "lr": args.lr,
+            "head_lr": args.head_lr,
             "warmup_ratio": 0.1,
             "eval_every": 0,
             "save_every": 100,
@@ -322,7 +323,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--group-size", type=int, default=8, help="documents per training group")
     ap.add_argument("--batch-size", type=int, default=4, help="groups (queries) per step")
     ap.add_argument("--dev-fraction", type=float, default=0.0, help="train queries held out as dev")
-    ap.add_argument("--lr", type=float, default=3e-5)
+    ap.add_argument("--lr", type=float, default=5e-5)
+    ap.add_argument("--head-lr", type=float, default=1e-3, help="learning rate of the new classifier head")
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--max-steps", type=int, default=None, help="default: as many as fit in --minutes")
     ap.add_argument("--minutes", type=float, default=30.0, help="training time budget (default: %(default)s)")

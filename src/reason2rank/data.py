@@ -145,6 +145,21 @@ def _iter_lines(path: PathLike) -> Iterator[tuple[int, str]]:
             yield lineno, line.rstrip("\n")
 
 
+def iter_json_objects(path: PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line of a JSONL file; ``ValueError`` naming the line on
+    invalid JSON or a line that is not an object."""
+    for lineno, line in _iter_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise _fail(path, lineno, f"invalid JSON: {e.msg}") from None
+        if not isinstance(obj, dict):
+            raise _fail(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
 def _fail(path: PathLike, lineno: int | None, message: str) -> ValueError:
     where = f"{path}, line {lineno}" if lineno is not None else str(path)
     return ValueError(f"{where}: {message}")
@@ -448,15 +463,7 @@ def read_docs_jsonl(path: PathLike) -> dict[str, Doc]:
     """
     docs: dict[str, Doc] = {}
     lines: dict[str, int] = {}
-    for lineno, line in _iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise _fail(path, lineno, f"invalid JSON: {e.msg}") from None
-        if not isinstance(record, dict):
-            raise _fail(path, lineno, f"expected a JSON object, got {type(record).__name__}")
+    for lineno, record in iter_json_objects(path):
         try:
             doc = _doc_from_record(record)
         except ValueError as e:

@@ -76,7 +76,7 @@ class OptimConfig:
     batch_size: int = 4
     grad_accum: int = 1
     lr: float = 3e-5
-    head_lr: float | None = None
+    head_lr: float | None = None  # new heads (rank, evidence, a new classifier); default: lr
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1
     max_grad_norm: float = 1.0

@@ -75,7 +75,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from reason2rank.data import _fail, _iter_lines, _lookup_docs, _write_text, read_qrels
+from reason2rank.data import _fail, _lookup_docs, _write_text, iter_json_objects, read_qrels
 from reason2rank.types import Doc, Query
 
 #: the ``format`` value of a training-set file header
@@ -572,15 +572,7 @@ class TrainingSet(Sequence[TrainingQuery]):
         queries: list[TrainingQuery] = []
         lines: dict[str, int] = {}
         first = True
-        for lineno, line in _iter_lines(path):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise _fail(path, lineno, f"invalid JSON: {e.msg}") from None
-            if not isinstance(obj, dict):
-                raise _fail(path, lineno, f"expected a JSON object, got {type(obj).__name__}")
+        for lineno, obj in iter_json_objects(path):
             if "format" in obj:
                 if not first:
                     raise _fail(path, lineno, "a header line may only come first")

@@ -240,6 +240,8 @@ class EncoderStudent(Student):
         )
         super().__init__(reranker, objectives, weighting)
         self.backbone = reranker.model
+        #: freshly initialised layers: the trainer gives them ``train.head_lr``
+        self.new_head_prefixes = ("backbone.classifier.", "backbone.score.") if labels != 1 else ()
         self.evidence_head = reranker.attach_evidence_head()  # fresh fp32 Linear(hidden, 1)
         self.tag_negatives = False  # set by the trainer when the teacher gives evidence at all
         if gradient_checkpointing:

@@ -178,7 +178,7 @@ def build_student(cfg: TrainConfig, device: torch.device | str | None = None):
 
 
 def _param_groups(student: torch.nn.Module, lr: float, head_lr: float | None, weight_decay: float):
-    heads = ("evidence_head.", "rank_head.", "weigher.")
+    heads = ("evidence_head.", "rank_head.", "weigher.", *getattr(student, "new_head_prefixes", ()))
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in student.named_parameters():
         if not p.requires_grad:
