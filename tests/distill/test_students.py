@@ -242,3 +242,11 @@ def test_bf16_autocast_training_step_on_cpu(tiny_bert_encoder_dir, tmp_path):
     )
     assert all(np.isfinite(h["loss"]) for h in result.history if "loss" in h)
     assert np.isfinite(reason2rank.load(result.model_dir).rerank("q", ["a", "b"])[0].score)
+
+
+def test_encoder_student_without_evidence_objective_keeps_occlusion(tiny_bert_encoder_dir, tmp_path):
+    student = EncoderStudent(tiny_bert_encoder_dir, {"group_softmax_ce": 1.0}, device="cpu")
+    out = student.save(tmp_path / "no_head")
+    assert not (out / "evidence_head.safetensors").exists()
+    loaded = reason2rank.load(out)
+    assert loaded.evidence_head_layer is None  # explain=k falls back to occlusion, not an untrained head

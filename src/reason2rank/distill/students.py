@@ -242,12 +242,11 @@ class EncoderStudent(Student):
         self.backbone = reranker.model
         #: freshly initialised layers: the trainer gives them ``train.head_lr``
         self.new_head_prefixes = ("backbone.classifier.", "backbone.score.") if labels != 1 else ()
-        self.evidence_head = reranker.attach_evidence_head()  # fresh fp32 Linear(hidden, 1)
+        # a fresh fp32 Linear(hidden, 1) only when it is trained: an untrained head would replace occlusion
+        self.evidence_head = reranker.attach_evidence_head() if "evidence" in self.objectives else None
         self.tag_negatives = False  # set by the trainer when the teacher gives evidence at all
         if gradient_checkpointing:
-            self.backbone.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            enable_checkpointing(self.backbone)
         self.train()
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
