@@ -288,3 +288,47 @@ def test_two_process_ddp_run_with_torchrun(tiny_bert_encoder_dir, tmp_path):
     state = json.loads((tmp_path / "ddp" / "checkpoints" / "step-0000004" / "trainer_state.json").read_text())
     assert state["world_size"] == 2
     assert reason2rank.load(tmp_path / "ddp" / "model").rerank("q", ["a b", "c d"])
+
+
+def test_data_spec_builds_the_training_set_from_qrels_files(tmp_path):
+    from reason2rank.data import (
+        candidates_from_run,
+        read_docs_jsonl,
+        read_topics,
+        read_trec_run,
+        write_qrels,
+        write_trec_run,
+    )
+    from reason2rank.distill.trainer import load_dev_set, load_training_set
+
+    ts = toy_training_set(3)
+    with open(tmp_path / "docs.jsonl", "w") as f:
+        for tq in ts:
+            for c in tq.candidates:
+                f.write(json.dumps({"docno": c.doc.id, "text": c.doc.text, "title": c.doc.title}) + "\n")
+    (tmp_path / "topics.tsv").write_text("".join(f"{tq.query.id}\t{tq.query.text}\n" for tq in ts))
+    # the run misses each query's best document: the spec must add it back from the corpus
+    write_trec_run(tmp_path / "run.trec", {tq.query.id: [(c.doc.id, -i) for i, c in enumerate(tq.candidates[1:])]
+                                           for tq in ts})  # fmt: skip
+    write_qrels(tmp_path / "qrels.txt", {tq.query.id: {tq.candidates[0].doc.id: 1} for tq in ts})
+    cfg = TrainConfig.from_dict(
+        {"output_dir": "o", "student": {"model": "m"}, "data": {"train": "x"}}, base_dir=tmp_path
+    )
+    spec = {
+        "qrels": "qrels.txt",
+        "run": "run.trec",
+        "topics": "topics.tsv",
+        "docs": "docs.jsonl",
+        "negatives": 2,
+    }
+    built = load_training_set(spec, cfg)
+    corpus = read_docs_jsonl(tmp_path / "docs.jsonl")
+    items = candidates_from_run(
+        read_trec_run(tmp_path / "run.trec"), read_topics(tmp_path / "topics.tsv"), corpus
+    )
+    expected = TrainingSet.from_qrels(tmp_path / "qrels.txt", items, negatives=2, docs=corpus)
+    assert built.queries == expected.queries, (built.source, expected.source)
+    assert [c.doc.id for c in built[0].candidates][-1] == "q0d0"  # the missed positive, added
+    dev = load_dev_set(spec, cfg)
+    assert [d.id for d in dev.items[0][1]] == [c.doc.id for c in ts[0].candidates[1:]]
+    assert dev.qrels["q0"] == {"q0d0": 1}

@@ -75,8 +75,8 @@ def sample_group(
     comparisons_per_query: int = 0,
 ) -> Group | None:
     """One group for ``tq`` (``None`` when the query has no candidate pair the teacher tells apart)."""
-    keyed = [(c, teacher_key(c)) for c in tq.candidates]
-    keyed = [(c, k) for c, k in keyed if k is not None]
+    key = {c.doc.id: k for c in tq.candidates if (k := teacher_key(c)) is not None}
+    keyed = [(c, key[c.doc.id]) for c in tq.candidates if c.doc.id in key]
     if not keyed:
         return None
     best = max(k for _, k in keyed)
@@ -117,7 +117,7 @@ def sample_group(
     return Group(
         query=tq.query,
         candidates=cands,
-        targets=[float(teacher_key(c)) for c in cands],  # type: ignore[arg-type]
+        targets=[key[c.doc.id] for c in cands],
         labels=[_label(c, top_grade) for c in cands],
         pairs=pairs,
         reasoning=reasoning,

@@ -146,6 +146,8 @@ class TrainConfig:
         """A path relative to the config file's directory (hub ids and absolute paths pass through)."""
         if not isinstance(value, str) or not value or self.base_dir is None or os.path.isabs(value):
             return value
+        from reason2rank.load import _looks_like_hub_id
+
         candidate = Path(self.base_dir) / value
         return str(candidate) if candidate.exists() or not _looks_like_hub_id(value) else value
 
@@ -190,10 +192,6 @@ class TrainConfig:
             d["train"].pop(k, None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _looks_like_hub_id(s: str) -> bool:
-    return s.count("/") == 1 and not s.startswith((".", "/", "~")) and " " not in s
 
 
 def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:

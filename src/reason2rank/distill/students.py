@@ -164,7 +164,15 @@ class Student(nn.Module):
         return {k: v["weight"] for k, v in self.objectives.items()}
 
     def to_device(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-        return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in batch.items()}
+        """Tensors of a (possibly nested) batch moved to ``device``."""
+        return {
+            k: self.to_device(v, device)
+            if isinstance(v, Mapping)
+            else v.to(device)
+            if isinstance(v, Tensor)
+            else v
+            for k, v in batch.items()
+        }
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the model directory (weights, heads, tokenizer, ``r2r_model.json``)."""
@@ -191,13 +199,14 @@ def enable_checkpointing(model: nn.Module) -> None:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def _num_labels(path: str, hub_kwargs: Mapping[str, Any]) -> tuple[int | None, bool]:
+def _num_labels(path: str, hub_kwargs: Mapping[str, Any]) -> int | None:
+    """The number of output labels of a sequence classifier at ``path``; ``None`` for a plain encoder."""
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(path, **{k: v for k, v in hub_kwargs.items() if v})
     archs = getattr(cfg, "architectures", None) or []
     is_classifier = any(a.endswith("ForSequenceClassification") for a in archs)
-    return (cfg.num_labels if is_classifier else None), is_classifier
+    return cfg.num_labels if is_classifier else None
 
 
 class EncoderStudent(Student):
@@ -223,7 +232,7 @@ class EncoderStudent(Student):
         from reason2rank.scorers.cross_encoder import CrossEncoderReranker
 
         hub = {"token": token, "revision": revision}
-        labels, _ = _num_labels(str(model), hub)
+        labels = _num_labels(str(model), hub)
         model_kwargs: dict[str, Any] = {}
         if labels != 1:  # a plain encoder, or a classifier with another number of labels: new 1-logit head
             model_kwargs = {"num_labels": 1, "ignore_mismatched_sizes": labels is not None}
@@ -355,7 +364,6 @@ class DecoderStudent(Student):
                 task_type="CAUSAL_LM",
             )
             reranker._peft = get_peft_model(base, cfg)  # injects the adapters into ``base`` in place
-            reranker.adapter = "adapter"
         self.backbone = base
         self.rank_head = reranker.rank_head
         eos = reranker.tokenizer.eos_token_id
@@ -410,18 +418,6 @@ class DecoderStudent(Student):
                 )
                 batch["comparison"] = self._lm_batch(f, pl)
         return batch
-
-    def to_device(self, batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-        return {
-            k: (
-                self.to_device(v, device)
-                if isinstance(v, Mapping)
-                else v.to(device)
-                if isinstance(v, Tensor)
-                else v
-            )
-            for k, v in batch.items()
-        }
 
     def _lm(self, b: Mapping[str, Tensor]) -> Tensor:
         mask = b["attention_mask"]

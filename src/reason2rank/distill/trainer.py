@@ -69,7 +69,7 @@ def load_training_set(spec: Any, cfg: TrainConfig) -> TrainingSet:
     {qrels: FILE, run: FILE, topics: FILE, docs: FILE, depth: 100, negatives: 30}
     {store: annotations.jsonl, candidates: FILE | run/topics/docs, teacher: NAME}
     """
-    from reason2rank.data import load_candidates, read_docs_jsonl, read_qrels
+    from reason2rank.data import read_qrels
 
     if isinstance(spec, (str, os.PathLike)):
         path = cfg.resolve(str(spec))
@@ -89,33 +89,46 @@ def load_training_set(spec: Any, cfg: TrainConfig) -> TrainingSet:
             "a data spec needs exactly one teacher: 'qrels' (a qrels file) or 'store' (annotations)"
         )
     r = {k: cfg.resolve(v) for k, v in spec.items()}
-    items = load_candidates(
-        r.get("candidates"),
-        topics=r.get("topics"),
-        run=r.get("run"),
-        docs=r.get("docs"),
-        depth=r.get("depth"),
-    )
+    items, corpus = _spec_candidates(r)
     if "store" in spec:
         return TrainingSet.from_store(r["store"], items, teacher=r.get("teacher"))
-    docs = read_docs_jsonl(r["docs"]) if r.get("docs") and Path(r["docs"]).is_file() else None
-    return TrainingSet.from_qrels(read_qrels(r["qrels"]), items, negatives=r.get("negatives"), docs=docs)
+    return TrainingSet.from_qrels(read_qrels(r["qrels"]), items, negatives=r.get("negatives"), docs=corpus)
+
+
+def _spec_candidates(
+    r: Mapping[str, Any], depth: int | None = None
+) -> tuple[list[tuple[Query, list[Doc]]], dict[str, Doc] | None]:
+    """Candidates of a data spec, and the corpus when it is a JSONL file (read once, used for both)."""
+    from reason2rank.data import (
+        candidates_from_run,
+        load_candidates,
+        read_docs_jsonl,
+        read_topics,
+        read_trec_run,
+    )
+
+    depth = r.get("depth", depth)
+    files = [r.get(k) for k in ("run", "topics", "docs")]
+    if r.get("candidates") is None and all(f and Path(f).is_file() for f in files):
+        corpus = read_docs_jsonl(r["docs"])
+        items = candidates_from_run(read_trec_run(r["run"]), read_topics(r["topics"]), corpus, depth=depth)
+        return items, corpus
+    items = load_candidates(
+        r.get("candidates"), topics=r.get("topics"), run=r.get("run"), docs=r.get("docs"), depth=depth
+    )
+    return items, None
 
 
 def load_dev_set(spec: Any, cfg: TrainConfig) -> DevSet | None:
     """Dev candidates and qrels: a TrainingSet JSONL (qrels from its grades) or {qrels, run, topics, docs}."""
-    from reason2rank.data import load_candidates, read_qrels
+    from reason2rank.data import read_qrels
 
     if spec is None:
         return None
     depth = cfg.data.dev_depth
     if isinstance(spec, Mapping) and "qrels" in spec and "store" not in spec:
         r = {k: cfg.resolve(v) for k, v in spec.items()}
-        items = load_candidates(
-            r.get("candidates"), topics=r.get("topics"), run=r.get("run"), docs=r.get("docs"),
-            depth=r.get("depth", depth),
-        )  # fmt: skip
-        return DevSet(items=items, qrels=read_qrels(r["qrels"]))
+        return DevSet(items=_spec_candidates(r, depth)[0], qrels=read_qrels(r["qrels"]))
     ts = load_training_set(spec, cfg)
     items, qrels = [], {}
     for tq in ts:
@@ -346,8 +359,8 @@ class Trainer:
         world, rank, accum = acc.num_processes, acc.process_index, t.grad_accum
         params = [p for p in model.parameters() if p.requires_grad]
         model.train()
-        window: dict[str, list[float]] = {}
-        tick = time.monotonic()
+        window: dict[str, list[float]] = {}  # per-step mean losses since the last log line
+        tick, since_log = time.monotonic(), 0
         while step < total:
             logs: dict[str, list[float]] = {}
             for a in range(accum):
@@ -365,16 +378,17 @@ class Trainer:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            since_log += 1
             step_logs = {k: sum(v) / len(v) for k, v in logs.items()}
             for k, v in step_logs.items():
                 window.setdefault(k, []).append(v)
             if step % t.log_every == 0 or step == total:
                 rec = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()}}
                 rec["lr"] = float(scheduler.get_last_lr()[0])
-                rec["s_per_step"] = (time.monotonic() - tick) / max(1, len(next(iter(window.values()))))
+                rec["s_per_step"] = (time.monotonic() - tick) / since_log
                 self.history.append(rec)
                 self._log(acc, rec)
-                window, tick = {}, time.monotonic()
+                window, tick, since_log = {}, time.monotonic(), 0
             if dev is not None and t.eval_every and step % t.eval_every == 0 and step < total:
                 self._eval(acc, student, dev, step)
             if t.save_every and step % t.save_every == 0 and step < total:
