@@ -19,8 +19,11 @@ import time
 from pathlib import Path
 
 from reason2rank.teacher import Teacher
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.types import Doc, Query
+
+# the mock OpenAI-compatible server is a test fixture (tests/mock_openai_server.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from mock_openai_server import MockChatServer  # noqa: E402
 
 
 def make_items(n: int, docs_per_query: int = 8) -> list[tuple[Query, list[Doc]]]:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the small bundled demo corpus in ``src/reason2rank/demo_data/`` from BEIR SciFact.
+"""Build the small bundled demo corpus in ``src/pt_r2r/demo_data/`` from BEIR SciFact.
 
 Source: BEIR SciFact (allenai/scifact; Wadden et al., 2020, "Fact or Fiction: Verifying
 Scientific Claims", EMNLP), licensed CC BY-NC 2.0.
@@ -18,7 +18,7 @@ Selection (fully deterministic, no randomness):
    the bundled files under ~600 KB (SciFact abstracts average ~1.7 KB as JSON).
 3. Documents are written in insertion order (relevant first, then BM25 fill).
 
-Outputs (``--out``, default ``src/reason2rank/demo_data``):
+Outputs (``--out``, default ``src/pt_r2r/demo_data``):
 
 * ``corpus.jsonl``  one JSON object per line: ``{"docno", "title", "text"}``
 * ``topics.tsv``    ``qid<TAB>query`` (no header)
@@ -40,7 +40,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SRC = Path("/work/shared/data/beir-scifact")
-DEFAULT_OUT = REPO_ROOT / "src" / "reason2rank" / "demo_data"
+DEFAULT_OUT = REPO_ROOT / "src" / "pt_r2r" / "demo_data"
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -16,13 +16,10 @@ from reason2rank.cascade import (
     KernelSelector,
     WeightedTopK,
     aggregate,
-    distill_esm,
-    kl_list_loss,
-    lambda_pair_loss,
     select_top,
     split_windows,
-    train_etm_ranknet,
 )
+from reason2rank.distill.cascade import distill_esm, kl_list_loss, lambda_pair_loss, train_etm_ranknet
 from reason2rank.load import FAMILIES, register_family
 from reason2rank.reranker import Reranker
 from reason2rank.types import Doc, Query
@@ -107,12 +104,12 @@ def test_window_offsets_reproduce_text_and_tokens(tiny_bert_dir, use_tokenizer):
     for k, w in enumerate(windows):
         assert w.index == k
         assert w.text == text[w.start : w.end]
-        assert (w.token_start, w.token_end) == (max(0, k * size - overlap), min(n, (k + 1) * size + overlap))
-        assert (w.start, w.end) == (offsets[w.token_start][0], offsets[w.token_end - 1][1])
+        token_start, token_end = max(0, k * size - overlap), min(n, (k + 1) * size + overlap)
+        assert (w.start, w.end) == (offsets[token_start][0], offsets[token_end - 1][1])
         # re-tokenising the window's text gives the document's tokens back, where the window starts at a word
         # boundary (a window may start on a word-piece continuation, which re-tokenises as a word start)
         if tok is not None and (w.start == 0 or not text[w.start - 1].isalnum()):
-            assert tok(w.text, add_special_tokens=False)["input_ids"] == ids[w.token_start : w.token_end]
+            assert tok(w.text, add_special_tokens=False)["input_ids"] == ids[token_start:token_end]
             checked += 1
     assert tok is None or checked > len(windows) // 2
     # every token is in the core (non-overlap) part of exactly one window
@@ -238,7 +235,9 @@ def test_cascade_batches_queries_into_one_etm_run_and_explains_with_best_window(
         assert all(x.evidence is None for x in e[1:])
         assert e[0].reasoning is None  # a cross-encoder ETM cannot reason
     res = cascade.score_documents([(Query("q", QUERY), [Doc(id="x", text=long_doc(4, 1))])])[0][0]
-    assert res.best.text == res.windows[res.kept[int(np.argmax(res.etm_scores))]].text
+    kept_scores = cascade.etm.score_texts([QUERY] * len(res.kept), [res.windows[k].text for k in res.kept])
+    assert res.best.text == res.windows[res.kept[int(np.argmax(kept_scores))]].text
+    assert res.score == pytest.approx(float(kept_scores.max()))  # max aggregation
 
 
 def test_construction_errors(tiny_ce, tiny_bert_dir):

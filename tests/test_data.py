@@ -293,7 +293,7 @@ def test_docs_jsonl_keys_and_meta(tmp_path):
     assert list(docs) == ["4983", "7", "d3"]
     assert docs["4983"] == Doc("4983", MOJIBAKE, "A title", {"metadata": {"year": 2001}})
     assert docs["7"].text == "pyserini style" and docs["7"].title is None
-    assert docs["d3"].text == "" and docs["d3"].meta == {"url": "http://x"}
+    assert docs["d3"].text is None and docs["d3"].meta == {"url": "http://x"}  # null text: a doc without text
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 import reason2rank
 import reason2rank.explain as explain_module
 from reason2rank import Doc, Query
-from reason2rank.evidence import (
+from reason2rank.explain import occlusion_evidence, sentence_spans
+from reason2rank.explain.evidence import (
     EVIDENCE_HEAD_FILE,
     doc_token_offsets,
     evidence_token_labels,
@@ -21,7 +22,6 @@ from reason2rank.evidence import (
     save_evidence_head,
     sentence_scores,
 )
-from reason2rank.explain import occlusion_evidence, sentence_spans
 from reason2rank.reranker import Reranker
 
 FP32 = {"dtype": "fp32", "progress": False}

@@ -208,6 +208,33 @@ def test_missing_text_column_names_it_and_shows_the_fix(tiny_ce):
         R2RReranker(tiny_ce)(_results().drop(columns=["query"]))
 
 
+def test_frame_to_items_groups_in_first_appearance_order_with_missing_text_as_none():
+    from pt_r2r.frames import frame_to_items
+
+    frame = pd.DataFrame(
+        {"qid": ["q2", "q1", "q1", "q1"], "query": ["cats", "fleas", "fleas", "fleas"],
+         "docno": ["x", "a", "b", "c"], "text": ["Cats purr.", "A text.", None, "C text."],
+         "title": ["T", None, "B title", float("nan")]}
+    )  # fmt: skip
+    items, rows = frame_to_items(frame, "text", "title")
+    assert [q.id for q, _ in items] == ["q2", "q1"]
+    assert [d.id for d in items[1][1]] == ["a", "b", "c"]  # row order within a query, as PyTerrier keeps it
+    assert items[1][1][1] == Doc("b", None, title="B title") and items[1][1][2].title is None
+    assert rows == [(0, 0), (1, 0), (1, 1), (1, 2)]
+
+
+def test_rows_without_text_rank_last_with_a_finite_score_and_one_warning(tiny_ce):
+    frame = _results()
+    frame.loc[frame.docno == "d3", "text"] = None
+    with pytest.warns(UserWarning, match=r"1 document\(s\) have no text .*q1/d3") as caught:
+        out = R2RReranker(tiny_ce)(frame)
+    assert sum("have no text" in str(w.message) for w in caught) == 1
+    q1 = out[out.qid == "q1"]
+    last = q1.iloc[-1]
+    assert last.docno == "d3" and last["rank"] == 4
+    assert np.isfinite(last.score) and last.score == pytest.approx(q1.score.iloc[:-1].min() - 1.0)
+
+
 def test_duplicate_rows_raise_the_core_message(tiny_ce):
     inp = pd.concat([_results(), _results().iloc[[3]]], ignore_index=True)
     with pytest.raises(ValueError, match=r"query 'q1' has duplicate doc ids \['d4'\]"):

@@ -25,9 +25,11 @@ class KeywordReranker(Reranker):
 
     def __init__(self):
         self.calls = 0
+        self.seen = []
 
     def score_batch(self, items):
         self.calls += 1
+        self.seen.extend([d.id for d in docs] for _, docs in items)
         out = []
         for q, docs in items:
             words = set(q.text.lower().split())
@@ -59,16 +61,29 @@ def test_query_without_text_is_rejected(text):
         Query("q1", text)
 
 
-def test_none_and_nan_doc_text_scored_as_empty_with_one_warning():
-    docs = [Doc("a", None), Doc("b", float("nan")), Doc("c", "cat dog")]
+def test_none_and_nan_doc_text_ranked_last_unscored_with_one_warning():
+    docs = [Doc("a", None), Doc("b", float("nan")), Doc("c", "dog"), Doc("d", "", title="cat"), Doc("e", "")]
     r = KeywordReranker()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ranked = r.rerank(Query("q", "cat"), docs)
     msgs = [str(w.message) for w in caught]
-    assert len(msgs) == 1 and msgs[0].startswith("2 document(s) had no text") and "q/a" in msgs[0]
-    assert [sd.doc.id for sd in ranked] == ["c", "a", "b"]
-    assert ranked[1].doc.text == "" and docs[0].text is None  # input not mutated
+    assert len(msgs) == 1 and msgs[0].startswith("2 document(s) have no text") and "q/a, q/b" in msgs[0]
+    assert r.seen == [["c", "d", "e"]]  # the model never sees a document without text
+    assert [sd.doc.id for sd in ranked] == ["d", "c", "e", "a", "b"]  # a title is text; "" is an empty text
+    lowest = min(sd.score for sd in ranked[:3])
+    assert [sd.score for sd in ranked[3:]] == [lowest - 1.0, lowest - 1.0] and [sd.rank for sd in ranked] == [
+        0,
+        1,
+        2,
+        3,
+        4,
+    ]
+    assert (
+        ranked[3].doc.text is None and ranked[4].doc.text is None and docs[1].text != docs[1].text
+    )  # NaN kept
+    # explanations skip them; a query whose documents all lack text is ranked without calling the model
+    assert r.rerank(Query("q", "cat"), [Doc("a", None)], explain=1)[0].score == -1.0 and len(r.seen) == 1
 
 
 def test_duplicate_doc_ids_error_names_them():
@@ -240,7 +255,7 @@ def test_pad_batch_left_and_right():
 def test_engine_returns_input_order_and_sorts_batches_by_length():
     seen = []
 
-    def forward(batch, feats):
+    def forward(batch):
         seen.append(batch["input_ids"].shape[1])
         return batch["attention_mask"].sum(1).float()
 
@@ -250,6 +265,25 @@ def test_engine_returns_input_order_and_sorts_batches_by_length():
     assert seen == [9, 5, 1]  # longest first, each batch padded to its own longest
 
 
+def test_engine_runs_each_distinct_input_once_so_identical_inputs_get_identical_outputs():
+    rows = []
+
+    def forward(batch):
+        rows.append(batch["input_ids"].shape[0])
+        # an output that depends on the batch it is in: equal inputs in different batches would differ
+        return batch["input_ids"].sum(1).float() + 0.001 * batch["input_ids"].shape[0] * len(rows)
+
+    feats = [
+        {"input_ids": [2, 3]},
+        {"input_ids": [4]},
+        {"input_ids": [2, 3]},
+        {"input_ids": [2, 3], "x": [1, 1]},
+    ]
+    out = Engine(device="cpu", batch_size=1, progress=False).run(feats, forward, pad_token_id=0)
+    assert sum(rows) == 3  # [2, 3] runs once; the one with other features is a different input
+    assert out[0] == out[2] and out[0] != out[3]
+
+
 def test_engine_halves_batch_on_cuda_oom(monkeypatch):
     engine = Engine(device="cpu", batch_size=4, progress=False)
     engine.device = torch.device("cuda")  # pretend; pad_batch moves tensors, so keep them on cpu
@@ -257,9 +291,9 @@ def test_engine_halves_batch_on_cuda_oom(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     sizes = []
 
-    def forward(batch, feats):
-        sizes.append(len(feats))
-        if len(feats) > 1:
+    def forward(batch):
+        sizes.append(batch["input_ids"].shape[0])
+        if batch["input_ids"].shape[0] > 1:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return batch["attention_mask"].sum(1).float()
 

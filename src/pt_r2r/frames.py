@@ -23,14 +23,13 @@ def frame_to_items(
     title_field: str | None = None,
     *,
     dedupe: bool = False,
-    empty_text_for_missing: bool = False,
 ) -> tuple[list[tuple[Query, list[Doc]]], list[tuple[int, int]]]:
     """Group rows by qid (first-appearance order) into (Query, docs).
 
     Returns the items and, per input row, ``(group, position in that group's docs)``. With ``dedupe`` a
     repeated (qid, docno) row maps to the first one instead of adding a doc (otherwise the core reports the
-    duplicate). Text cells are passed as they are (the core scores None/NaN as empty, with one warning) unless
-    ``empty_text_for_missing`` turns them into "" here.
+    duplicate). A missing text cell (None/NaN) becomes a document without text, which the core ranks last
+    (one warning).
     """
     qids = inp["qid"].tolist()
     queries = inp["query"].tolist()
@@ -51,7 +50,7 @@ def frame_to_items(
         if dedupe and docno in seen[g]:
             rows.append((g, seen[g][docno]))
             continue
-        text = (optional_text(texts[i]) or "") if empty_text_for_missing else texts[i]
+        text = optional_text(texts[i])
         title = optional_text(titles[i]) if titles is not None else None
         seen[g].setdefault(docno, len(items[g][1]))
         rows.append((g, len(items[g][1])))

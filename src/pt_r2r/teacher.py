@@ -91,10 +91,8 @@ class R2RTeacher(pt.Transformer):
                 out[col] = pd.Series(index=out.index, dtype=object)
             return out
 
-        # a repeated row is annotated once
-        items, rows = frame_to_items(
-            inp, self.text_field, self.title_field, dedupe=True, empty_text_for_missing=True
-        )
+        # a repeated row is annotated once; rows without text are not shown to the teacher (the core's policy)
+        items, rows = frame_to_items(inp, self.text_field, self.title_field, dedupe=True)
 
         teacher = self.core
         teacher.annotate(items, tasks=("direct",))

@@ -1,6 +1,7 @@
 """The batching engine shared by all transformer scorers.
 
-Features (token id lists) of every (query, doc) pair of every query arrive at once; the engine sorts them by
+Features (token id lists) of every (query, doc) pair of every query arrive at once; the engine runs each
+distinct input once (identical inputs get identical outputs, whatever else is in the batch), sorts them by
 length, pads each batch to its own longest member, runs the forward under ``torch.inference_mode`` on the
 chosen device and dtype, halves the batch on CUDA out-of-memory, and returns results in input order.
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from reason2rank.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +87,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
 
 
 def default_batch_size(device: torch.device) -> int:
+    """Pairs per forward pass when the user sets none."""
     return 64 if device.type == "cuda" else 32
 
 
@@ -113,15 +116,16 @@ def pad_batch(
 
 
 def _is_oom(e: BaseException) -> bool:
-    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", ())
-    return isinstance(e, oom) or "out of memory" in str(e).lower()
+    oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(e, oom)) or "out of memory" in str(e).lower()
 
 
 class Engine:
     """Runs ``forward`` over length-sorted batches of features; results come back in input order.
 
-    ``forward(batch_tensors, batch_features) -> Tensor[batch, ...]``. The engine owns the device, dtype,
-    batch size, progress bar and the out-of-memory back-off; the scorer owns tokenisation and the read-out.
+    ``forward(batch_tensors) -> Tensor[batch, ...]``. The engine owns the device, dtype, batch size, progress
+    bar (``progress``: ``None`` = on a terminal only, see ``reason2rank.progress``) and the out-of-memory
+    back-off; the scorer owns tokenisation and the read-out.
     """
 
     def __init__(
@@ -129,7 +133,7 @@ class Engine:
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
         batch_size: int | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -144,27 +148,41 @@ class Engine:
     def run(
         self,
         features: Sequence[Features],
-        forward: Callable[[dict[str, torch.Tensor], Sequence[Features]], torch.Tensor],
+        forward: Callable[[dict[str, torch.Tensor]], torch.Tensor],
         pad_token_id: int,
         padding_side: str = "right",
         desc: str = "scoring",
     ) -> np.ndarray:
+        """``forward`` over every feature (each distinct one once), results stacked in input order."""
         n = len(features)
         if n == 0:
             return np.zeros((0,), dtype=np.float32)
-        order = sorted(range(n), key=lambda i: -len(features[i]["input_ids"]))
-        results: list[Any] = [None] * n
+        slot: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {}
+        first: list[int] = []  # the input index of each distinct feature
+        where = [0] * n  # the distinct feature of each input
+        for i, f in enumerate(features):
+            key = tuple((k, tuple(v)) for k, v in sorted(f.items()))
+            j = slot.get(key)
+            if j is None:
+                j = slot[key] = len(first)
+                first.append(i)
+            where[i] = j
+        unique = [features[i] for i in first]
+        order = sorted(range(len(unique)), key=lambda i: -len(unique[i]["input_ids"]))
+        results: list[Any] = [None] * len(unique)
         batch_size = self.batch_size
         start = 0
-        bar = _progress_bar(total=n, desc=desc, enabled=self.progress and n > batch_size)
+        bar = progress_bar(
+            len(unique), desc, self.progress if len(unique) > batch_size else False, unit="pair"
+        )
         try:
             with torch.inference_mode():
-                while start < n:
+                while start < len(unique):
                     idx = order[start : start + batch_size]
-                    feats = [features[i] for i in idx]
+                    feats = [unique[i] for i in idx]
                     try:
                         batch = pad_batch(feats, pad_token_id, padding_side, self.device)
-                        out = forward(batch, feats).float().cpu().numpy()
+                        out = forward(batch).float().cpu().numpy()
                     except (RuntimeError, MemoryError) as e:
                         if self.device.type != "cuda" or not _is_oom(e) or batch_size == 1:
                             raise
@@ -180,30 +198,27 @@ class Engine:
                     bar.update(len(idx))
         finally:
             bar.close()
-        return np.stack(results)
+        return np.stack([results[where[i]] for i in range(n)])
 
 
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
+class TruncationWarnings:
+    """Says how many inputs were cut to ``max_length``: a warning the first time, a log line afterwards, so a
+    component called once per query (Haystack) does not repeat it on every call."""
 
-    def close(self) -> None:
-        pass
+    def __init__(self, max_length: int) -> None:
+        self.max_length = max_length
+        self.warned = False
 
-
-def _progress_bar(total: int, desc: str, enabled: bool):
-    if not enabled or os.environ.get("R2R_NO_PROGRESS"):
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="pair", file=sys.stderr, leave=False)
-
-
-def warn_truncated(count: int, total: int, max_length: int, what: str = "query-document pairs") -> None:
-    """One warning per call, counting the inputs cut to ``max_length``."""
-    if count:
-        warnings.warn(
-            f"{count} of {total} {what} were longer than max_length={max_length} tokens and had their document "
-            "truncated (raise max_length, or split long documents with reason2rank.cascade)",
-            stacklevel=3,
+    def report(self, count: int, total: int, what: str = "query-document pairs") -> None:
+        """Warn (first time) or log that ``count`` of ``total`` inputs were truncated; nothing when none were."""
+        if not count:
+            return
+        message = (
+            f"{count} of {total} {what} were longer than max_length={self.max_length} tokens and had their "
+            "document truncated (raise max_length, or split long documents with reason2rank.cascade)"
         )
+        if self.warned:
+            logger.info(message)
+        else:
+            self.warned = True
+            warnings.warn(message, stacklevel=3)

@@ -1,25 +1,61 @@
 """The one interface every model family implements: ``Reranker``.
 
-A subclass supplies ``score_batch`` (scores for each query's candidates) and, when it can, ``generate_reasoning``.
-Validation, sorting, 0-based ranks, ties and the ``explain=k`` step live here once.
+A family supplies either ``score_batch`` (a score per document of each query: the pointwise families) or
+``rank_batch`` (a ``Ranking`` per query: scores plus what the family found out while ranking, such as the
+passage the cascade scored a long document by). Validation, the policy for documents without text, sorting,
+0-based ranks, ties and the ``explain=k`` step live here once, so every family and both adapters behave alike.
+
+Documents without text (``Doc.text`` is ``None``/NaN and there is no title) are never shown to a model: they
+rank after every document with text, in input order, each with the score ``min(scores of the query) - 1`` (or
+``-1.0`` when no document of the query has text), a finite number that strict JSON writers accept; one warning
+per call names them. They get no explanation. An empty string is text (an empty one) and is scored.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
-from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from reason2rank.types import Doc, Query, ScoredDoc, clean_text
+from reason2rank.types import Doc, Query, ScoredDoc, clean_text, has_text
 
 QueryLike = Query | str
 DocLike = Doc | str
 
+__all__ = [
+    "MISSING_TEXT_OFFSET",
+    "DocLike",
+    "QueryLike",
+    "Ranking",
+    "Reranker",
+    "prepare_items",
+    "rank_docs",
+    "split_scores",
+]
 
-class Reranker(ABC):
+#: how far below the lowest model score of its query a document without text is placed
+MISSING_TEXT_OFFSET = 1.0
+
+
+@dataclass
+class Ranking:
+    """What a family returns for one query.
+
+    ``scores`` are aligned with the documents the family was given (higher is better; equal scores keep the
+    input order). ``evidence`` and ``reasoning`` map a document's index to what the family found while ranking
+    (``None``: it looked and found nothing); ``explain=k`` uses them for the top-k instead of asking again.
+    """
+
+    scores: np.ndarray
+    evidence: dict[int, str | None] = field(default_factory=dict)
+    reasoning: dict[int, str | None] = field(default_factory=dict)
+
+
+class Reranker:
     """Scores candidates for queries and orders them; optionally explains the top-k.
 
     ``rerank(query, docs, explain=k)`` and ``rerank_batch([(query, docs), ...], explain=k)`` return, per
@@ -28,13 +64,20 @@ class Reranker(ABC):
     """
 
     #: whether ``explain=k`` fills ``evidence`` (through ``explain_evidence``: by default sentence occlusion,
-    #: which costs one scoring pass per sentence)
+    #: which costs one scoring pass per sentence) for documents whose ranking did not already give it
     evidence: bool = True
+    #: whether generated explanations read the evidence the ranking found (e.g. the cascade's best window)
+    #: instead of the whole document
+    explain_over_evidence: bool = False
 
     # -- what a family implements -------------------------------------------------------------------
-    @abstractmethod
     def score_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[np.ndarray]:
-        """Return one float array per item, aligned with that item's docs."""
+        """One float array per item, aligned with that item's docs (pointwise families implement this)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither score_batch nor rank_batch")
+
+    def rank_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[Ranking]:
+        """One ``Ranking`` per item; the default wraps ``score_batch``."""
+        return [Ranking(np.asarray(s, dtype=np.float64).reshape(-1)) for s in self.score_batch(items)]
 
     def generate_reasoning(self, query: Query, docs: Sequence[Doc]) -> list[str | None]:
         """Reasoning text for each doc; families that cannot generate return ``None`` for every doc."""
@@ -56,30 +99,48 @@ class Reranker(ABC):
 
     @property
     def can_reason(self) -> bool:
+        """Whether the family generates reasoning (it overrides ``generate_reasoning``)."""
         return type(self).generate_reasoning is not Reranker.generate_reasoning
 
     # -- the public interface -----------------------------------------------------------------------
     def rerank(self, query: QueryLike, docs: Sequence[DocLike], explain: int = 0) -> list[ScoredDoc]:
+        """Rerank one query's documents (see the class docstring)."""
         return self.rerank_batch([(query, docs)], explain=explain)[0]
 
     def rerank_batch(
         self, items: Sequence[tuple[QueryLike, Sequence[DocLike]]], explain: int = 0
     ) -> list[list[ScoredDoc]]:
+        """Rerank several queries at once (the family batches across them); one ranked list per item."""
         if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
             raise ValueError(
                 f"explain must be a non-negative int (the number of top documents to explain), got {explain!r}"
             )
         prepared = prepare_items(items)
-        results: list[list[ScoredDoc]] = [[] for _ in prepared]
-        nonempty = [i for i, (_, docs) in enumerate(prepared) if docs]
-        if nonempty:
-            scores = self.score_batch([prepared[i] for i in nonempty])
-            for i, s in zip(nonempty, scores):
-                results[i] = rank_docs(prepared[i][1], s)
+        work = [(qi, [i for i, d in enumerate(docs) if has_text(d)]) for qi, (_, docs) in enumerate(prepared)]
+        work = [(qi, idx) for qi, idx in work if idx]
+        rankings: list[Ranking] = []
+        if work:
+            rankings = self.rank_batch(
+                [(prepared[qi][0], [prepared[qi][1][i] for i in idx]) for qi, idx in work]
+            )
+            if len(rankings) != len(work):
+                raise RuntimeError(
+                    f"{type(self).__name__} returned {len(rankings)} rankings for {len(work)} queries"
+                )
+        results: list[list[ScoredDoc]] = [rank_docs(docs, np.zeros(0), scored=()) for _, docs in prepared]
+        evidence: list[dict[str, str | None]] = [{} for _ in prepared]
+        reasoning: list[dict[str, str | None]] = [{} for _ in prepared]
+        for (qi, idx), ranking in zip(work, rankings):
+            docs = prepared[qi][1]
+            results[qi] = rank_docs(docs, ranking.scores, scored=idx)
+            evidence[qi] = {docs[idx[j]].id: text for j, text in ranking.evidence.items()}
+            reasoning[qi] = {docs[idx[j]].id: text for j, text in ranking.reasoning.items()}
         if explain:
             from reason2rank.explain import explain_top_k
 
-            results = explain_top_k(self, [q for q, _ in prepared], results, explain)
+            results = explain_top_k(
+                self, [q for q, _ in prepared], results, explain, evidence=evidence, reasoning=reasoning
+            )
         return results
 
     def describe(self) -> dict[str, Any]:
@@ -96,8 +157,9 @@ def _as_query(q: QueryLike, index: int) -> Query:
 
 
 def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[tuple[Query, list[Doc]]]:
-    """Validate and normalise input: queries need text, doc ids must be unique per query, None/NaN text
-    becomes '' (one warning for all of them). Returns new objects; the input is left untouched."""
+    """Validate and normalise input: queries need text, doc ids must be unique per query, a missing text
+    (None/NaN/NA) becomes ``None`` and other non-str text ``str``; one warning names the documents without
+    text (see the module docstring). Returns new objects; the input is left untouched."""
     if isinstance(items, tuple) and len(items) == 2 and isinstance(items[0], (Query, str)):
         raise TypeError(
             "rerank_batch takes a list of (query, docs) pairs; for one query call rerank(query, docs)"
@@ -113,7 +175,7 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
             ) from None
         query = _as_query(q, qi)
         out: list[Doc] = []
-        seen: dict[str, int] = {}
+        seen: set[str] = set()
         dups: set[str] = set()
         for di, d in enumerate(docs):
             if isinstance(d, str):
@@ -123,13 +185,14 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
                     f"doc #{di} of query {query.id!r} must be a reason2rank.Doc or a str, got {type(d).__name__}"
                 )
             text, was_missing = clean_text(d.text)
-            if was_missing:
+            new_text = None if was_missing else text
+            if new_text is not d.text:
+                d = Doc(id=d.id, text=new_text, title=d.title, meta=d.meta)
+            if not has_text(d):
                 missing.append(f"{query.id}/{d.id}")
-            if text is not d.text:
-                d = Doc(id=d.id, text=text, title=d.title, meta=d.meta)
             if d.id in seen:
                 dups.add(d.id)
-            seen[d.id] = di
+            seen.add(d.id)
             out.append(d)
         if dups:
             raise ValueError(
@@ -138,18 +201,44 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
             )
         prepared.append((query, out))
     if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         warnings.warn(
-            f"{len(missing)} document(s) had no text (None/NaN) and were scored as empty: {shown}",
+            f"{len(missing)} document(s) have no text (None/NaN) and were ranked last, unscored: {shown}",
             stacklevel=3,
         )
     return prepared
 
 
-def rank_docs(docs: Sequence[Doc], scores: np.ndarray) -> list[ScoredDoc]:
-    """Sort by descending score; ties keep input order (stable), ranks are 0-based."""
+def rank_docs(
+    docs: Sequence[Doc], scores: np.ndarray, scored: Sequence[int] | None = None
+) -> list[ScoredDoc]:
+    """Sort by descending score (ties keep input order), 0-based ranks.
+
+    ``scores`` are aligned with ``docs[i] for i in scored`` (default: every doc); documents left out of
+    ``scored`` rank after them in input order, with the score ``min(scores) - MISSING_TEXT_OFFSET``.
+    """
+    scored = list(range(len(docs))) if scored is None else list(scored)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(scores) != len(docs):
-        raise RuntimeError(f"scorer returned {len(scores)} scores for {len(docs)} documents")
+    if len(scores) != len(scored):
+        raise RuntimeError(f"scorer returned {len(scores)} scores for {len(scored)} documents")
+    if not np.all(np.isfinite(scores)):
+        bad = [docs[scored[j]].id for j in np.flatnonzero(~np.isfinite(scores))]
+        raise RuntimeError(f"the model gave non-finite scores (nan/inf) to documents {bad[:5]}")
     order = np.argsort(-scores, kind="stable")
-    return [ScoredDoc(doc=docs[i], score=float(scores[i]), rank=r) for r, i in enumerate(order)]
+    out = [ScoredDoc(doc=docs[scored[j]], score=float(scores[j]), rank=r) for r, j in enumerate(order)]
+    rest = sorted(set(range(len(docs))) - set(scored))
+    if rest:
+        floor = (float(scores.min()) if len(scores) else 0.0) - MISSING_TEXT_OFFSET
+        if not math.isfinite(floor):  # pragma: no cover - scores are finite above
+            floor = -MISSING_TEXT_OFFSET
+        out += [ScoredDoc(doc=docs[i], score=floor, rank=len(out) + r) for r, i in enumerate(rest)]
+    return out
+
+
+def split_scores(flat: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """Cut a flat float array into consecutive pieces of ``sizes`` (float64)."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(np.asarray(flat[start : start + n], dtype=np.float64))
+        start += n
+    return out

@@ -29,19 +29,30 @@ class Query:
 
 @dataclass(frozen=True)
 class Doc:
-    """A candidate document. ``text`` may be empty; ``title`` is prepended where the model expects it."""
+    """A candidate document. ``text`` may be empty, or ``None`` when the document has no text (such documents
+    are ranked last, unscored: see ``reason2rank.reranker``); ``title`` is prepended where the model expects it."""
 
     id: str
-    text: str
+    text: str | None
     title: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def full_text(self) -> str:
-        """Title and text joined the way the scorers read a document."""
+        """Title and text joined the way the scorers read a document ("" when there is neither)."""
         if self.title:
             return f"{self.title} {self.text}" if self.text else self.title
-        return self.text
+        return self.text or ""
+
+    @property
+    def body(self) -> str:
+        """``text``, with ``""`` for a document without text (evidence is always a span of this)."""
+        return self.text or ""
+
+
+def has_text(doc: Doc) -> bool:
+    """Whether a model can read something of ``doc``: a text (even an empty string) or a title."""
+    return doc.text is not None or bool(doc.title)
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,12 @@ class ScoredDoc:
     reasoning: str | None = None
     evidence: str | None = None
     comparison: str | None = None
+
+
+def text_or_none(value: Any) -> str | None:
+    """``clean_text`` for a document's text: ``None`` when it is missing (None/NaN/NA), else the text."""
+    text, missing = clean_text(value)
+    return None if missing else text
 
 
 def clean_text(value: Any) -> tuple[str, bool]:

@@ -120,6 +120,7 @@ def test_config_errors_are_clear(tmp_path, tiny_bert_encoder_dir):
         train({**good, "data": {**good["data"], "train": str(tmp_path / "flat.jsonl")}})
 
 
+@pytest.mark.slow
 def test_yaml_cli_with_overrides_and_sigkill_resume(tiny_bert_encoder_dir, tmp_path):
     cfg = _config(tmp_path, tiny_bert_encoder_dir, out="cli", max_steps=40, save_every=3, log_every=1)
     cfg["train"]["keep_checkpoints"] = 0  # keep all
@@ -183,7 +184,7 @@ TEACHER_DOCS = {
 
 def overlap_responder(request):
     """Grades by query-term overlap (0-3), evidence = the sentence with most overlap; compare by overlap."""
-    from reason2rank.teacher.mock_server import canned_answer
+    from mock_openai_server import canned_answer
 
     last = request["messages"][-1]["content"]
     m = re.search(r"Search query: (.*?)\n\nDocument:\n(.*?)\n\nRelevance scale", last, re.DOTALL)
@@ -204,9 +205,9 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
     pytest.importorskip("pyterrier")
     haystack = pytest.importorskip("haystack")
     from haystack_r2r import R2RRanker
+    from mock_openai_server import MockChatServer
     from pt_r2r import R2RReranker
     from reason2rank.teacher import PairPolicy, Teacher
-    from reason2rank.teacher.mock_server import MockChatServer
 
     items = [
         (Query(qid, text), [Doc(did, t) for did, t in docs]) for qid, (text, docs) in TEACHER_DOCS.items()
@@ -270,6 +271,7 @@ def test_student_from_teacher_annotations_opens_in_both_adapters(tiny_llama_dir,
     assert ranked[0].meta["r2r_comparison"] == want[0].comparison
 
 
+@pytest.mark.slow
 def test_two_process_ddp_run_with_torchrun(tiny_bert_encoder_dir, tmp_path):
     """DDP over gloo on CPU: two processes split the micro-batches; the result opens as a model."""
     cfg = _config(tmp_path, tiny_bert_encoder_dir, out="ddp", max_steps=4, save_every=2, grad_accum=2)

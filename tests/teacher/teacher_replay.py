@@ -1,5 +1,5 @@
 """Test support for the teacher tests: recorded teacher answers and a scripted responder for the local
-OpenAI-compatible server (``reason2rank.teacher.mock_server.MockChatServer``)."""
+OpenAI-compatible server (``mock_openai_server.MockChatServer``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from reason2rank.teacher.mock_server import Reply, canned_answer
+from mock_openai_server import Reply, canned_answer
 from reason2rank.types import Doc, Query
 
 HERE = Path(__file__).resolve().parent

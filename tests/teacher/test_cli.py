@@ -8,9 +8,9 @@ import socket
 
 import pytest
 
+from mock_openai_server import MockChatServer
+from reason2rank.cli.teach import add_parser as add_teach_parser
 from reason2rank.data import write_rankllm_candidates
-from reason2rank.teacher.cli import add_teach_parser
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.types import Doc, Query
 
 ITEMS = [

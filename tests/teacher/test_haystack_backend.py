@@ -10,9 +10,9 @@ import types
 import pytest
 from haystack.dataclasses import ChatMessage
 
+from mock_openai_server import MockChatServer
 from reason2rank.teacher import Teacher, make_backend
 from reason2rank.teacher.backends.haystack_chat import HaystackBackend, import_generator
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.types import Doc, Query
 
 ITEMS = [

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from mock_openai_server import MockChatServer
 from reason2rank.data import write_rankllm_candidates
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.types import Doc, Query
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
 
 RUNNER = """
 import argparse, sys
-from reason2rank.teacher.cli import add_teach_parser
+from reason2rank.cli.teach import add_parser as add_teach_parser
 parser = argparse.ArgumentParser()
 add_teach_parser(parser.add_subparsers())
 args = parser.parse_args(sys.argv[1:])
@@ -43,6 +43,7 @@ def count_lines(path: Path) -> int:
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+@pytest.mark.slow
 def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
     items = [
         (
@@ -82,7 +83,7 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path):
 
         import argparse
 
-        from reason2rank.teacher.cli import add_teach_parser
+        from reason2rank.cli.teach import add_parser as add_teach_parser
 
         parser = argparse.ArgumentParser()
         add_teach_parser(parser.add_subparsers())

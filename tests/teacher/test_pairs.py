@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mock_openai_server import MockChatServer
 from reason2rank.teacher import PairPolicy, Teacher, select_pairs
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.teacher.pairs import teacher_ranking
 from reason2rank.types import Doc, Query
 
@@ -103,7 +103,7 @@ def test_compare_waits_for_complete_direct_grades():
     docs = [Doc("a", "apple pie recipe"), Doc("b", "pie crust"), Doc("c", "car repair")]
 
     def flaky(request):
-        from reason2rank.teacher.mock_server import Reply
+        from mock_openai_server import Reply
 
         prompt = request["messages"][1]["content"]
         if "car repair" in prompt and '"preferred"' not in prompt:

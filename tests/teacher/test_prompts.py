@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from transformers import AutoTokenizer
 
+from mock_openai_server import MockChatServer
 from reason2rank.teacher import DocCutter, PromptTemplate, Teacher, builtin_prompt, load_prompts
-from reason2rank.teacher.mock_server import MockChatServer
 from reason2rank.teacher.prompts import messages_to_text, render_compare, render_direct, render_listwise
 from reason2rank.types import Doc, Query
 

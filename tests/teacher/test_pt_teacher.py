@@ -13,9 +13,9 @@ _INIT = Path(__file__).resolve().parents[2] / "src" / "pt_r2r" / "__init__.py"
 if not _INIT.exists():  # pt_r2r is written concurrently; an empty marker makes it importable meanwhile
     _INIT.touch()
 
+from mock_openai_server import MockChatServer  # noqa: E402
 from pt_r2r.teacher import R2RTeacher  # noqa: E402
 from reason2rank.teacher import Teacher  # noqa: E402
-from reason2rank.teacher.mock_server import MockChatServer  # noqa: E402
 
 
 def grader(request):

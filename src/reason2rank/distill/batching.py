@@ -35,6 +35,7 @@ class Group:
 
     @property
     def docs(self) -> list[Doc]:
+        """The documents of the group's slots, in slot order."""
         return [c.doc for c in self.candidates]
 
 
@@ -170,6 +171,7 @@ class GroupStream:
         return self._perm[1]
 
     def batch(self, m: int) -> list[Group]:
+        """Micro-batch ``m`` of the stream (a pure function of ``m`` and the seed)."""
         epoch, b = divmod(m, self.per_epoch)
         idx = self._order(epoch)[b * self.batch_size : (b + 1) * self.batch_size]
         groups = []

@@ -107,6 +107,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], base_dir: str | os.PathLike | None = None) -> TrainConfig:
+        """A checked config from a mapping (unknown keys and bad values are errors naming the key)."""
         if not isinstance(data, Mapping):
             raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
         data = dict(data)
@@ -126,6 +127,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+        """A checked config from a YAML file, with dotted ``overrides`` (``{"train.lr": 1e-4}``) applied first."""
         import yaml
 
         p = Path(path)
@@ -140,18 +142,20 @@ class TrainConfig:
         return cls.from_dict(data, base_dir=p.resolve().parent)
 
     def to_dict(self) -> dict[str, Any]:
+        """The config as nested dicts (what ``training.json`` records)."""
         return dataclasses.asdict(self)
 
     def resolve(self, value: Any) -> Any:
         """A path relative to the config file's directory (hub ids and absolute paths pass through)."""
         if not isinstance(value, str) or not value or self.base_dir is None or os.path.isabs(value):
             return value
-        from reason2rank.load import _looks_like_hub_id
+        from reason2rank.locations import location_kind
 
         candidate = Path(self.base_dir) / value
-        return str(candidate) if candidate.exists() or not _looks_like_hub_id(value) else value
+        return str(candidate) if candidate.exists() or location_kind(value) == "path" else value
 
     def validate(self) -> None:
+        """``ValueError`` naming the first key with a value the trainer cannot use."""
         if not self.output_dir:
             raise ValueError(
                 "the config needs output_dir: the directory for checkpoints and the trained model"

@@ -20,7 +20,7 @@ How ``from_store`` reads the store (records as ``reason2rank.teacher`` writes th
   skipped and counted in ``source``; records whose query id, query text or document ids are not among
   the given candidates are ignored and counted as ``unmatched_records``;
 - ``direct`` → ``grade`` (the relevance), ``reasoning`` and ``evidence`` (kept when the teacher's sentence
-  was found in the document it was shown, or occurs verbatim in ``doc.text``; else ``None``);
+  is in the document by ``explain.evidence.find_evidence_span``; else ``None``);
 - ``compare`` → a ``Comparison`` of the preferred and the other document (``tie=True`` for a tie, then
   ``better``/``worse`` are just the A/B order). Its ``reasoning`` is the answer in which ``better`` was
   shown as document A: the A/B answer when the teacher preferred A, the B/A answer (``swapped_reasoning``)
@@ -68,14 +68,14 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, overload
 
-from reason2rank.data import _fail, _lookup_docs, _write_text, iter_json_objects, read_qrels
+from reason2rank.data.io import file_error, iter_json_objects, write_text
+from reason2rank.messages import listing
 from reason2rank.types import Doc, Query
 
 #: the ``format`` value of a training-set file header
@@ -86,7 +86,7 @@ VERSION = 1
 _CANDIDATE_KEYS = ("docno", "text", "title", "grade", "teacher_rank", "reasoning", "evidence")
 _COMPARISON_KEYS = ("better", "worse", "reasoning", "tie", "better_first")
 _QUERY_KEYS = ("qid", "query", "candidates", "comparisons")
-_TASKS = ("direct", "compare", "listwise")
+TASKS = ("direct", "compare", "listwise")
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -109,7 +109,7 @@ class Candidate:
         """Check the fields (a grade becomes a float); raises ``ValueError``/``TypeError``."""
         if not isinstance(self.doc, Doc):
             raise TypeError(f"Candidate.doc must be a Doc, got {type(self.doc).__name__}")
-        self.grade = _check_grade(self.grade, self.doc.id)
+        self.grade = check_grade(self.grade, self.doc.id)
         if self.teacher_rank is not None and (
             isinstance(self.teacher_rank, bool)
             or not isinstance(self.teacher_rank, int)
@@ -119,8 +119,8 @@ class Candidate:
                 f"candidate {self.doc.id!r}: teacher_rank must be a positive integer or None, "
                 f"got {self.teacher_rank!r}"
             )
-        _check_text(self.reasoning, f"candidate {self.doc.id!r}: reasoning")
-        _check_text(self.evidence, f"candidate {self.doc.id!r}: evidence")
+        check_text(self.reasoning, f"candidate {self.doc.id!r}: reasoning")
+        check_text(self.evidence, f"candidate {self.doc.id!r}: evidence")
 
 
 @dataclass
@@ -144,7 +144,7 @@ class Comparison:
                 raise TypeError(f"Comparison.{name} must be a doc id string, got {getattr(self, name)!r}")
         if self.better == self.worse:
             raise ValueError(f"a comparison needs two different documents, got {self.better!r} twice")
-        _check_text(self.reasoning, f"comparison {self.better!r} > {self.worse!r}: reasoning")
+        check_text(self.reasoning, f"comparison {self.better!r} > {self.worse!r}: reasoning")
         if not isinstance(self.tie, bool):
             raise TypeError(f"Comparison.tie must be True or False, got {self.tie!r}")
         if not isinstance(self.better_first, bool):
@@ -212,7 +212,7 @@ class TrainingQuery:
                 return c
         raise KeyError(
             f"query {self.query.id!r} has no candidate {docid!r} (it has {len(self.candidates)}: "
-            f"{_listing(self.doc_ids)})"
+            f"{listing(self.doc_ids)})"
         )
 
 
@@ -268,6 +268,7 @@ class TrainingSet(Sequence[TrainingQuery]):
 
     @property
     def qids(self) -> list[str]:
+        """The query ids, in order."""
         return [q.query.id for q in self.queries]
 
     def get(self, qid: str, default: TrainingQuery | None = None) -> TrainingQuery | None:
@@ -275,6 +276,7 @@ class TrainingSet(Sequence[TrainingQuery]):
         return next((q for q in self.queries if q.query.id == qid), default)
 
     # -- building -------------------------------------------------------------------------------------
+
     @classmethod
     def from_store(
         cls,
@@ -285,169 +287,13 @@ class TrainingSet(Sequence[TrainingQuery]):
         min_candidates: int = 2,
         grade_from_rank: bool = True,
     ) -> TrainingSet:
-        """Build the training set from a teacher's annotations (see the module docstring for the rules).
+        """Build the training set from a teacher's annotation store (``reason2rank.distill.from_teacher``; the
+        rules are in this module's docstring)."""
+        from reason2rank.distill.from_teacher import build_from_store
 
-        ``store``: an ``AnnotationStore``, the path of a store JSONL, or an iterable of record dicts.
-        ``candidates``: ``[(Query, [Doc, ...]), ...]`` as ``reason2rank.data.load_candidates`` gives them;
-        they supply the texts and the candidate order (the store holds only ids). ``teacher`` picks one
-        teacher's records; it is required when the store holds several. ``source`` counts ``records``
-        (of the chosen teacher), ``used_records`` per task, ``skipped_failed``, ``skipped_inconsistent``,
-        ``unmatched_records`` (of which ``query_text_mismatch``), ``queries_without_records``,
-        ``queries_too_few_candidates``, ``unannotated_candidates`` and ``queries_graded_from_rank``.
-        """
-        _check_min(min_candidates)
-        records, store_name = _store_records(store)
-        items = _index_candidates(candidates)
-        teachers = sorted({str(r.get("teacher")) for r in records})
-        if teacher is None:
-            if len(teachers) > 1:
-                raise ValueError(
-                    f"the store holds annotations of {len(teachers)} teachers ({', '.join(teachers)}); "
-                    "pass teacher=NAME to build the training set from one of them"
-                )
-            chosen = teachers[0] if teachers else None
-        else:
-            if teacher not in teachers:
-                raise ValueError(
-                    f"the store holds no annotations of teacher {teacher!r}; it holds: "
-                    f"{', '.join(teachers) if teachers else 'none'}"
-                )
-            chosen = teacher
-            records = [r for r in records if str(r.get("teacher")) == teacher]
-
-        counts: Counter[str] = Counter()
-        used: Counter[str] = Counter()
-        direct: dict[str, dict[str, tuple[float, str | None, str | None]]] = {}
-        windows: dict[str, list[tuple[list[str], dict[str, Mapping[str, Any]]]]] = {}
-        compares: dict[str, dict[frozenset[str], Comparison]] = {}
-        for rec in records:
-            status = rec.get("status")
-            if status == "inconsistent":
-                counts["skipped_inconsistent"] += 1
-                continue
-            if status != "ok":
-                counts["skipped_failed"] += 1
-                continue
-            task = rec.get("task")
-            if task not in _TASKS:
-                raise _bad_record(rec, f"unknown task {task!r}")
-            qid = str(rec.get("qid"))
-            raw_ids = rec.get("docids")
-            docids = [str(d) for d in raw_ids] if isinstance(raw_ids, list) else []
-            item = items.get(qid)
-            if item is None or not docids or any(d not in item[1] for d in docids):
-                counts["unmatched_records"] += 1
-                continue
-            rec_query = rec.get("query")
-            if isinstance(rec_query, str) and _norm(rec_query) != _norm(item[0].text):
-                counts["unmatched_records"] += 1
-                counts["query_text_mismatch"] += 1
-                continue
-            output = rec.get("output")
-            if not isinstance(output, Mapping):
-                raise _bad_record(rec, "an ok record needs an output object")
-            try:
-                if task == "direct":
-                    if len(docids) != 1:
-                        raise ValueError(f"a direct record has one docid, got {len(docids)}")
-                    doc = item[1][docids[0]]
-                    grade = _check_grade(output.get("relevance"), doc.id)
-                    if grade is None:
-                        raise ValueError("output.relevance is missing")
-                    reasoning = _opt_text(output.get("reasoning"), "output.reasoning")
-                    evidence = _kept_evidence(output.get("evidence"), output.get("evidence_found"), doc)
-                    direct.setdefault(qid, {})[doc.id] = (grade, reasoning, evidence)
-                elif task == "compare":
-                    comp = _comparison_from_record(docids, output)
-                    compares.setdefault(qid, {}).pop(frozenset(docids), None)  # a later record goes last
-                    compares[qid][frozenset(docids)] = comp
-                else:
-                    windows.setdefault(qid, []).append(_window_from_record(docids, output))
-            except (ValueError, TypeError, KeyError) as e:
-                raise _bad_record(rec, str(e)) from None
-            used[task] += 1
-
-        queries: list[TrainingQuery] = []
-        for qid, (query, docs) in items.items():
-            q_direct = direct.get(qid, {})
-            q_windows = windows.get(qid, [])
-            q_compares = compares.get(qid, {})
-            if not (q_direct or q_windows or q_compares):
-                counts["queries_without_records"] += 1
-                continue
-            lw_reason: dict[str, str | None] = {}
-            lw_evidence: dict[str, str | None] = {}
-            lw_pairs: dict[frozenset[str], Comparison] = {}
-            for ranking, passages in q_windows:
-                for docid in ranking:
-                    p = passages.get(docid, {})
-                    lw_reason[docid] = _opt_text(p.get("direct_reason"), "direct_reason")
-                    lw_evidence[docid] = _kept_evidence(
-                        p.get("direct_answer_sentence"), p.get("evidence_found"), docs[docid]
-                    )
-                for better, worse in zip(ranking, ranking[1:]):
-                    reason = _opt_text(passages.get(better, {}).get("listwise_reason"), "listwise_reason")
-                    lw_pairs.pop(frozenset((better, worse)), None)
-                    lw_pairs[frozenset((better, worse))] = Comparison(better, worse, reason)
-            comparisons = list(q_compares.values()) + [c for k, c in lw_pairs.items() if k not in q_compares]
-            in_comparisons = {d for c in comparisons for d in (c.better, c.worse)}
-
-            order = list(docs)
-            if q_windows:
-                merged = _merge_windows(order, [ranking for ranking, _ in q_windows])
-                ranks = {docid: i + 1 for i, docid in enumerate(merged)}
-            else:
-                graded = [d for d in order if d in q_direct]
-                graded.sort(key=lambda d: -q_direct[d][0])  # stable: ties keep candidate order
-                ranks = {docid: i + 1 for i, docid in enumerate(graded)}
-
-            kept: list[Candidate] = []
-            for docid, doc in docs.items():
-                grade, reasoning, evidence = q_direct.get(docid, (None, None, None))
-                if docid not in q_direct:
-                    reasoning = lw_reason.get(docid)
-                if evidence is None:
-                    evidence = lw_evidence.get(docid)
-                rank = ranks.get(docid)
-                annotated = (grade, rank, reasoning, evidence) != (None, None, None, None)
-                if not annotated and docid not in in_comparisons:
-                    counts["unannotated_candidates"] += 1
-                    continue
-                kept.append(Candidate(doc, grade, rank, reasoning, evidence))
-            if len(kept) < min_candidates:
-                counts["queries_too_few_candidates"] += 1
-                continue
-            if grade_from_rank and all(c.grade is None for c in kept):
-                ranked = [c for c in kept if c.teacher_rank is not None]
-                if ranked:
-                    n = len(ranked)
-                    for c in ranked:
-                        assert c.teacher_rank is not None
-                        c.grade = 3.0 * (n - c.teacher_rank) / (n - 1) if n > 1 else 3.0
-                    counts["queries_graded_from_rank"] += 1
-            queries.append(TrainingQuery(query, kept, comparisons))
-
-        source: dict[str, Any] = {
-            "kind": "teacher_store",
-            "store": store_name,
-            "teacher": chosen,
-            "records": len(records),
-            "used_records": {t: used[t] for t in _TASKS},
-            "min_candidates": min_candidates,
-            "grade_from_rank": bool(grade_from_rank),
-        }
-        for key in (
-            "skipped_failed",
-            "skipped_inconsistent",
-            "unmatched_records",
-            "query_text_mismatch",
-            "queries_without_records",
-            "queries_too_few_candidates",
-            "unannotated_candidates",
-            "queries_graded_from_rank",
-        ):
-            source[key] = counts[key]
-        return cls(queries, source)
+        return build_from_store(
+            store, candidates, teacher=teacher, min_candidates=min_candidates, grade_from_rank=grade_from_rank
+        )
 
     @classmethod
     def from_qrels(
@@ -462,89 +308,19 @@ class TrainingSet(Sequence[TrainingQuery]):
         min_candidates: int = 2,
         sample_negatives: bool = False,
     ) -> TrainingSet:
-        """Qrels as a teacher without reasons: grade = the qrels grade (unjudged = 0), teacher_rank by
-        grade (descending, ties in candidate order), no reasoning, evidence or comparisons.
+        """Qrels as a teacher without reasons (``reason2rank.distill.from_qrels.build_from_qrels``)."""
+        from reason2rank.distill.from_qrels import build_from_qrels
 
-        ``qrels``: qid -> {docid: grade}, or a qrels file (``reason2rank.data.read_qrels``). Positives are
-        grade > 0. ``negatives=k`` keeps every positive candidate and the first ``k`` non-positive ones in
-        candidate order (the first stage's hard negatives); with ``sample_negatives=True``, ``k`` drawn at
-        random instead, from a generator seeded with ``seed`` and the query id (``seed`` has no other use).
-        ``add_unretrieved_positives``: positives the candidates miss are appended (in qrels order) when
-        ``docs`` (docid -> ``Doc`` or text, a ``get_many`` lookup or a callable, as for
-        ``reason2rank.data.candidates_from_run``) has them; otherwise they are counted. Queries left with
-        no positive or fewer than ``min_candidates`` candidates are dropped and counted in ``source``.
-        """
-        _check_min(min_candidates)
-        if negatives is not None and (
-            isinstance(negatives, bool) or not isinstance(negatives, int) or negatives < 0
-        ):
-            raise ValueError(f"negatives must be a non-negative integer or None, got {negatives!r}")
-        qrels_name = None
-        if isinstance(qrels, (str, Path)):
-            qrels_name = str(qrels)
-            qrels = read_qrels(qrels)
-        qrels = {str(qid): judged for qid, judged in qrels.items()}
-        items = _index_candidates(candidates)
-        counts: Counter[str] = Counter()
-        counts["qrels_queries_without_candidates"] = sum(1 for qid in qrels if str(qid) not in items)
-        queries: list[TrainingQuery] = []
-        for qid, (query, retrieved) in items.items():
-            judged = {str(d): g for d, g in (qrels.get(qid) or {}).items()}
-            grades = {d: _check_grade(g, d) for d, g in judged.items()}
-            positives = [d for d in retrieved if (grades.get(d) or 0.0) > 0]
-            others = [d for d in retrieved if (grades.get(d) or 0.0) <= 0]
-            if negatives is not None:
-                if sample_negatives and len(others) > negatives:
-                    chosen = set(_rng(seed, qid).sample(others, negatives))
-                    others = [d for d in others if d in chosen]
-                else:
-                    others = others[:negatives]
-            keep = set(positives) | set(others)
-            kept = [doc for d, doc in retrieved.items() if d in keep]
-            if add_unretrieved_positives:
-                missing = [d for d, g in grades.items() if g is not None and g > 0 and d not in retrieved]
-                if missing and docs is None:
-                    counts["unretrieved_positives_skipped"] += len(missing)
-                elif missing:
-                    found = _lookup_docs(docs, missing)
-                    for d in missing:
-                        if d in found:
-                            kept.append(Doc(id=d, text=found[d].text, title=found[d].title))
-                            counts["unretrieved_positives_added"] += 1
-                        else:
-                            counts["unretrieved_positives_without_text"] += 1
-            if not any((grades.get(doc.id) or 0.0) > 0 for doc in kept):
-                counts["queries_without_positives"] += 1
-                continue
-            if len(kept) < min_candidates:
-                counts["queries_too_few_candidates"] += 1
-                continue
-            by_grade = sorted(range(len(kept)), key=lambda i: (-(grades.get(kept[i].id) or 0.0), i))
-            ranks = {kept[i].id: r + 1 for r, i in enumerate(by_grade)}
-            queries.append(
-                TrainingQuery(
-                    query, [Candidate(doc, grades.get(doc.id) or 0.0, ranks[doc.id]) for doc in kept]
-                )
-            )
-        source: dict[str, Any] = {
-            "kind": "qrels",
-            "qrels": qrels_name,
-            "negatives": negatives,
-            "sample_negatives": bool(sample_negatives),
-            "seed": seed,
-            "add_unretrieved_positives": bool(add_unretrieved_positives),
-            "min_candidates": min_candidates,
-        }
-        for key in (
-            "qrels_queries_without_candidates",
-            "unretrieved_positives_added",
-            "unretrieved_positives_skipped",
-            "unretrieved_positives_without_text",
-            "queries_without_positives",
-            "queries_too_few_candidates",
-        ):
-            source[key] = counts[key]
-        return cls(queries, source)
+        return build_from_qrels(
+            qrels,
+            candidates,
+            negatives=negatives,
+            add_unretrieved_positives=add_unretrieved_positives,
+            docs=docs,
+            seed=seed,
+            min_candidates=min_candidates,
+            sample_negatives=sample_negatives,
+        )
 
     # -- files ----------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -560,7 +336,7 @@ class TrainingSet(Sequence[TrainingQuery]):
             q.validate()  # the fields may have been changed after construction
             lines.append(json.dumps(_query_to_json(q), ensure_ascii=False, allow_nan=False))
         payload = "\n".join(lines) + "\n"
-        with _write_text(path) as fh:
+        with write_text(path) as fh:
             fh.write(payload)
         return path
 
@@ -575,7 +351,7 @@ class TrainingSet(Sequence[TrainingQuery]):
         for lineno, obj in iter_json_objects(path):
             if "format" in obj:
                 if not first:
-                    raise _fail(path, lineno, "a header line may only come first")
+                    raise file_error(path, lineno, "a header line may only come first")
                 first = False
                 source = _read_header(path, lineno, obj)
                 continue
@@ -583,9 +359,9 @@ class TrainingSet(Sequence[TrainingQuery]):
             try:
                 q = _query_from_json(obj)
             except (ValueError, TypeError) as e:
-                raise _fail(path, lineno, str(e)) from None
+                raise file_error(path, lineno, str(e)) from None
             if q.query.id in lines:
-                raise _fail(path, lineno, f"query {q.query.id!r} already on line {lines[q.query.id]}")
+                raise file_error(path, lineno, f"query {q.query.id!r} already on line {lines[q.query.id]}")
             lines[q.query.id] = lineno
             queries.append(q)
         return cls(queries, source)
@@ -633,7 +409,9 @@ class TrainingSet(Sequence[TrainingQuery]):
         n_dev = round(n * dev_fraction)
         if dev_fraction > 0 and n:
             n_dev = max(1, n_dev)
-        by_hash = sorted(self.queries, key=lambda q: _digest(f"{seed}\x00{q.query.id}"))
+        by_hash = sorted(
+            self.queries, key=lambda q: hashlib.sha256(f"{seed}\x00{q.query.id}".encode()).hexdigest()
+        )
         dev_ids = {q.query.id for q in by_hash[:n_dev]}
         note = {"dev_fraction": dev_fraction, "seed": seed}
         train = TrainingSet(
@@ -650,17 +428,14 @@ class TrainingSet(Sequence[TrainingQuery]):
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def _listing(ids: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(repr(i) for i in ids[:limit])
-    return shown + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
-
-
-def _check_min(min_candidates: int) -> None:
+def check_min_candidates(min_candidates: int) -> None:
+    """``ValueError`` unless ``min_candidates`` is a positive integer."""
     if isinstance(min_candidates, bool) or not isinstance(min_candidates, int) or min_candidates < 1:
         raise ValueError(f"min_candidates must be a positive integer, got {min_candidates!r}")
 
 
-def _check_grade(grade: Any, docid: str) -> float | None:
+def check_grade(grade: Any, docid: str) -> float | None:
+    """A grade as a float (``None`` stays); ``ValueError`` for a non-finite or non-numeric one."""
     if grade is None:
         return None
     if isinstance(grade, bool) or not isinstance(grade, (int, float)) or not math.isfinite(grade):
@@ -668,59 +443,13 @@ def _check_grade(grade: Any, docid: str) -> float | None:
     return float(grade)
 
 
-def _check_text(value: Any, what: str) -> None:
+def check_text(value: Any, what: str) -> None:
+    """``TypeError`` unless ``value`` is a string or ``None``."""
     if value is not None and not isinstance(value, str):
         raise TypeError(f"{what} must be a string or None, got {type(value).__name__}")
 
 
-def _opt_text(value: Any, what: str) -> str | None:
-    _check_text(value, what)
-    return value
-
-
-def _norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _rng(seed: int, qid: str) -> random.Random:
-    return random.Random(int(_digest(f"{seed}\x00{qid}")[:16], 16))
-
-
-def _kept_evidence(sentence: Any, found: Any, doc: Doc) -> str | None:
-    """The teacher's evidence sentence when it was found in the document shown, or occurs in its text."""
-    if not isinstance(sentence, str) or not sentence.strip():
-        return None
-    return sentence if found is True or sentence in doc.text else None
-
-
-def _store_records(store: Any) -> tuple[list[dict[str, Any]], str | None]:
-    """(records, a name for ``source``): one record per key, in first-written order, any status."""
-    from reason2rank.teacher.store import FINISHED, AnnotationStore, read_annotations
-
-    if isinstance(store, AnnotationStore):
-        return list(store.records()), str(store.path) if store.path is not None else None
-    if isinstance(store, (str, Path)):
-        return list(read_annotations(store, status=None)), str(store)
-    if isinstance(store, Mapping) or not isinstance(store, Iterable):
-        raise TypeError(
-            f"store must be an AnnotationStore, a store path or an iterable of records, got {type(store).__name__}"
-        )
-    best: dict[Any, dict[str, Any]] = {}
-    for i, rec in enumerate(store):
-        if not isinstance(rec, Mapping):
-            raise TypeError(f"annotation record {i} is a {type(rec).__name__}, not a dict")
-        key = rec.get("key", ("no key", i))
-        old = best.get(key)
-        if old is None or not (old.get("status") in FINISHED and rec.get("status") not in FINISHED):
-            best[key] = dict(rec)
-    return list(best.values()), None
-
-
-def _index_candidates(
+def index_candidates(
     candidates: Iterable[tuple[Query, Sequence[Doc]]],
 ) -> dict[str, tuple[Query, dict[str, Doc]]]:
     """qid -> (query, docid -> Doc without meta, in candidate order; a repeated docid keeps its first place)."""
@@ -745,62 +474,6 @@ def _index_candidates(
             by_id.setdefault(doc.id, Doc(id=doc.id, text=doc.text, title=doc.title))
         items[query.id] = (query, by_id)
     return items
-
-
-def _bad_record(rec: Mapping[str, Any], message: str) -> ValueError:
-    return ValueError(
-        f"annotation record {rec.get('key')!r} ({rec.get('task')} for query {rec.get('qid')!r}, "
-        f"docs {rec.get('docids')!r}): {message}"
-    )
-
-
-def _comparison_from_record(docids: list[str], output: Mapping[str, Any]) -> Comparison:
-    if len(docids) != 2:
-        raise ValueError(f"a compare record has two docids, got {len(docids)}")
-    a, b = docids
-    reasoning = _opt_text(output.get("reasoning"), "output.reasoning")
-    if output.get("preferred") == "tie":
-        return Comparison(a, b, reasoning, tie=True)
-    preferred = output.get("preferred_doc")
-    if preferred is not None:
-        preferred = str(preferred)
-    if preferred not in (a, b):
-        raise ValueError(f"output.preferred_doc {preferred!r} is neither of the record's documents")
-    if preferred == a:
-        return Comparison(a, b, reasoning)
-    swapped = _opt_text(output.get("swapped_reasoning"), "output.swapped_reasoning")
-    if swapped is not None:
-        return Comparison(b, a, swapped)
-    return Comparison(b, a, reasoning, better_first=False)  # the answer saw the better document as B
-
-
-def _window_from_record(
-    docids: list[str], output: Mapping[str, Any]
-) -> tuple[list[str], dict[str, Mapping[str, Any]]]:
-    ranking = output.get("ranking")
-    if not isinstance(ranking, list):
-        raise ValueError("output.ranking must be a list of docids")
-    ranking = [str(d) for d in ranking]
-    if sorted(ranking) != sorted(docids):
-        raise ValueError(f"output.ranking {ranking} is not an ordering of the window {docids}")
-    passages: dict[str, Mapping[str, Any]] = {}
-    for p in output.get("passages") or []:
-        if not isinstance(p, Mapping):
-            raise ValueError("output.passages must hold objects")
-        passages[str(p.get("docid"))] = p
-    return ranking, passages
-
-
-def _merge_windows(order: Sequence[str], rankings: Sequence[Sequence[str]]) -> list[str]:
-    """Apply listwise windows in turn to ``order`` (restricted to their documents): each window's ranking
-    fills the positions its documents hold at that moment."""
-    members = {d for ranking in rankings for d in ranking}
-    current = [d for d in order if d in members]
-    for ranking in rankings:
-        where = {d: i for i, d in enumerate(current)}
-        for position, docid in zip(sorted(where[d] for d in ranking), ranking):
-            current[position] = docid
-    return current
 
 
 # --------------------------------------------------------------------------------------------- JSON
@@ -834,19 +507,19 @@ def _query_to_json(q: TrainingQuery) -> dict[str, Any]:
 
 def _read_header(path: str | Path, lineno: int, obj: Mapping[str, Any]) -> dict[str, Any]:
     if obj.get("format") != FORMAT:
-        raise _fail(
+        raise file_error(
             path, lineno, f"not a training-set file: format {obj.get('format')!r}, expected {FORMAT!r}"
         )
     version = obj.get("version")
     if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= VERSION:
-        raise _fail(
+        raise file_error(
             path,
             lineno,
             f"training-set version {version!r} is not supported (this reader knows 1..{VERSION})",
         )
     source = obj.get("source") or {}
     if not isinstance(source, dict):
-        raise _fail(path, lineno, "the header's source must be an object")
+        raise file_error(path, lineno, "the header's source must be an object")
     return source
 
 

@@ -129,7 +129,9 @@ def ranknet_pairs(scores_i: Tensor, scores_j: Tensor, prefs: Tensor, weights: Te
     return (w * losses).sum() / w.sum().clamp_min(torch.finfo(d.dtype).tiny)
 
 
-def _graded_pairs(scores: Tensor, grades: Tensor, mask: Tensor | None):
+def _graded_pairs(
+    scores: Tensor, grades: Tensor, mask: Tensor | None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     _check_2d("scores", scores)
     m = _mask(mask, scores)
     s, g = _clean(scores, m), _clean(grades, m)
@@ -373,6 +375,7 @@ class FixedWeights:
         self.weights = dict(weights)
 
     def __call__(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """The weighted sum of the losses given (each must have a weight)."""
         _check_keys(losses, self.weights)
         return sum(self.weights[k] * v for k, v in losses.items())  # type: ignore[return-value]
 
@@ -395,8 +398,9 @@ class UncertaintyWeights(nn.Module):
         self.log_vars = nn.Parameter(torch.full((len(self.names),), float(init)))
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """``Σ exp(-s_k)·L_k + s_k`` over the losses given."""
         _check_keys(losses, self.names)
-        total = 0
+        total: Tensor | int = 0
         for k, v in losses.items():
             s = self.log_vars[self.names.index(k)]
             total = total + torch.exp(-s) * v + s
@@ -423,8 +427,9 @@ class SigmoidWeights(nn.Module):
         self.logits = nn.Parameter(torch.full((len(self.names),), float(init)))
 
     def forward(self, losses: Mapping[str, Tensor]) -> Tensor:
+        """``Σ σ(a_k)·L_k`` over the losses given."""
         _check_keys(losses, self.names)
-        total = 0
+        total: Tensor | int = 0
         for k, v in losses.items():
             total = total + torch.sigmoid(self.logits[self.names.index(k)]) * v
         return total  # type: ignore[return-value]

@@ -21,14 +21,20 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from reason2rank.distill import losses as L
 from reason2rank.distill.batching import Group, pad_groups
+from reason2rank.distill.config import TrainConfig
 from reason2rank.engine import pad_batch
+from reason2rank.scorers.base import TransformerReranker
+
+if TYPE_CHECKING:
+    from reason2rank.scorers.causal_lm import CausalLMReranker
+    from reason2rank.scorers.cross_encoder import CrossEncoderReranker
 
 #: objectives on the scores of a group, with their options and defaults
 RANKING_OBJECTIVES: dict[str, dict[str, Any]] = {
@@ -44,7 +50,8 @@ RANKING_OBJECTIVES: dict[str, dict[str, Any]] = {
 }
 ENCODER_OBJECTIVES: dict[str, dict[str, Any]] = {"evidence": {"pos_weight": None}}
 DECODER_OBJECTIVES: dict[str, dict[str, Any]] = {"lm_reasoning": {}, "lm_comparison": {}}
-WEIGHTINGS = ("fixed", "uncertainty")
+#: loss weightings: fixed weights, learned uncertainty weights (Kendall et al.), R2R's learned sigmoid weights
+WEIGHTINGS = ("fixed", "uncertainty", "sigmoid")
 
 
 def parse_objectives(
@@ -82,7 +89,9 @@ class Student(nn.Module):
     kind = ""
     known_objectives: dict[str, dict[str, Any]] = RANKING_OBJECTIVES
 
-    def __init__(self, reranker: Any, objectives: Mapping[str, Any], weighting: str = "fixed") -> None:
+    def __init__(
+        self, reranker: TransformerReranker, objectives: Mapping[str, Any], weighting: str = "fixed"
+    ) -> None:
         super().__init__()
         self.reranker = reranker
         self.objectives = parse_objectives(objectives, self.known_objectives)
@@ -91,6 +100,9 @@ class Student(nn.Module):
         self.weighting = weighting
         if weighting == "uncertainty":
             self.weigher: nn.Module | None = L.UncertaintyWeights(list(self.objectives))
+            self._fixed = None
+        elif weighting == "sigmoid":
+            self.weigher = L.SigmoidWeights(list(self.objectives))
             self._fixed = None
         else:
             self.weigher = None
@@ -119,6 +131,7 @@ class Student(nn.Module):
         }
 
     def ranking_losses(self, flat_scores: Tensor, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Every configured ranking objective on the group scores (flat scores mapped to their slots)."""
         slots, mask = batch["slots"], batch["mask"]
         scores = flat_scores.float()[slots.clamp(min=0)]
         scores = torch.where(mask, scores, torch.zeros_like(scores))
@@ -149,6 +162,7 @@ class Student(nn.Module):
         return out
 
     def combine(self, parts: Mapping[str, Tensor]) -> Tensor:
+        """The total loss of the parts present, under the configured weighting."""
         if not parts:
             raise RuntimeError(
                 "no objective applies to this batch (e.g. only reasoning losses and no reasoning)"
@@ -159,6 +173,7 @@ class Student(nn.Module):
         return self._fixed(parts)
 
     def loss_weights(self) -> dict[str, float]:
+        """The current weight of each objective (learned ones change as training goes; the trainer logs them)."""
         if self.weigher is not None:
             return self.weigher.weights()  # type: ignore[operator]
         return {k: v["weight"] for k, v in self.objectives.items()}
@@ -183,14 +198,21 @@ class Student(nn.Module):
         finally:
             self.train(was_training)
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, device: torch.device | str | None = None) -> Student:
+        """The student a training config describes (``cfg.student``, ``cfg.objectives``, ``cfg.weighting``)."""
+        raise NotImplementedError
+
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
+        """The tensors of one micro-batch of groups."""
         raise NotImplementedError
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """``{"loss": total, **parts}`` for a collated batch."""
         raise NotImplementedError
 
 
-def enable_checkpointing(model: nn.Module) -> None:
+def enable_checkpointing(model: Any) -> None:
     """Activation (gradient) checkpointing, non-reentrant, under the name this transformers version uses."""
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x
@@ -212,6 +234,8 @@ def _num_labels(path: str, hub_kwargs: Mapping[str, Any]) -> int | None:
 class EncoderStudent(Student):
     """Cross-encoder student with a ranking head (the sequence-classification logit) and an evidence head."""
 
+    reranker: CrossEncoderReranker
+
     kind = "encoder"
     known_objectives = {**RANKING_OBJECTIVES, **ENCODER_OBJECTIVES}
 
@@ -231,7 +255,7 @@ class EncoderStudent(Student):
     ) -> None:
         from reason2rank.scorers.cross_encoder import CrossEncoderReranker
 
-        hub = {"token": token, "revision": revision}
+        hub: dict[str, Any] = {"token": token, "revision": revision}
         labels = _num_labels(str(model), hub)
         model_kwargs: dict[str, Any] = {}
         if labels != 1:  # a plain encoder, or a classifier with another number of labels: new 1-logit head
@@ -258,8 +282,26 @@ class EncoderStudent(Student):
             enable_checkpointing(self.backbone)
         self.train()
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, device: torch.device | str | None = None) -> EncoderStudent:
+        """An encoder student from a training config (``max_length`` 256 unless set)."""
+        s = cfg.student
+        return cls(
+            cfg.resolve(s.model),
+            cfg.objectives,
+            weighting=cfg.weighting,
+            max_length=s.max_length or 256,
+            max_query_length=s.max_query_length,
+            device=device,
+            evidence_threshold=s.evidence_threshold,
+            gradient_checkpointing=s.gradient_checkpointing,
+            token=s.token,
+            revision=s.revision,
+        )
+
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
-        from reason2rank.evidence import evidence_token_labels, find_evidence_span
+        """Encoded pairs of every group, group tensors and the evidence token labels."""
+        from reason2rank.explain.evidence import evidence_token_labels, find_evidence_span
 
         qtexts = [g.query.text for g in groups for _ in g.candidates]
         docs = [d for g in groups for d in g.docs]
@@ -271,7 +313,7 @@ class EncoderStudent(Student):
             width = batch["input_ids"].shape[1]
             ev = torch.full((len(features), width), -100, dtype=torch.long)
             for r, (c, offs) in enumerate(zip(cands, offsets)):
-                span = find_evidence_span(c.doc.text, c.evidence) if c.evidence else None
+                span = find_evidence_span(c.doc.body, c.evidence) if c.evidence else None
                 if span is not None:
                     row = evidence_token_labels(offs, span)
                 elif self.tag_negatives and not c.reasoning and (c.grade is not None and c.grade <= 0):
@@ -283,23 +325,30 @@ class EncoderStudent(Student):
         return batch
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        """Ranking losses (and the evidence loss, from the same backbone pass) of a collated batch."""
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in batch}
         ev = batch.get("evidence_labels")
         tag = ev is not None and bool((ev != -100).any())
         if tag:  # one backbone pass for both heads, the path explain=k takes at inference
             scores, token_logits = self.reranker.forward_with_evidence(inputs)
         else:
-            scores = self.reranker.forward(inputs, None)
+            scores = self.reranker.forward(inputs)
         parts = self.ranking_losses(scores, batch)
         if tag:
+            assert ev is not None
             pw = self.objectives["evidence"]["pos_weight"]
-            parts["evidence"] = L.evidence_tagging(token_logits, ev.clamp(min=0), ev != -100, pos_weight=pw)
+            labels = torch.as_tensor(ev)
+            parts["evidence"] = L.evidence_tagging(
+                token_logits, labels.clamp(min=0), labels != -100, pos_weight=pw
+            )
         total = self.combine(parts)
         return {"loss": total, **{k: v.detach() for k, v in parts.items()}}
 
 
 class DecoderStudent(Student):
     """Decoder LLM student: rank head on the last prompt token, LoRA adapters, reasoning generation."""
+
+    reranker: CausalLMReranker
 
     kind = "decoder"
     known_objectives = {**RANKING_OBJECTIVES, **DECODER_OBJECTIVES}
@@ -370,7 +419,14 @@ class DecoderStudent(Student):
         self.eos_id = int(eos) if eos is not None else None
         self.train()
 
-    def _answer_features(self, part: Any, queries: list[str], doc_groups: list[list[str]], slots, answers):
+    def _answer_features(
+        self,
+        part: Any,
+        queries: list[str],
+        doc_groups: list[list[str]],
+        slots: tuple[str, ...],
+        answers: list[str],
+    ) -> tuple[list[dict[str, list[int]]], list[int]]:
         features, _ = self.reranker.build_features(part, queries, doc_groups, slots)
         tok = self.reranker.tokenizer
         answer_ids = tok(list(answers), add_special_tokens=False)["input_ids"] if answers else []
@@ -381,14 +437,34 @@ class DecoderStudent(Student):
             out.append({"input_ids": list(f["input_ids"]) + ids})
         return out, prompt_lengths
 
-    def _lm_batch(self, features, prompt_lengths) -> dict[str, Tensor]:
+    def _lm_batch(self, features: list[dict[str, list[int]]], prompt_lengths: list[int]) -> dict[str, Tensor]:
         batch = pad_batch(features, self.reranker.pad_token_id, "left")
         batch["labels"] = L.mask_prompt_labels(
             batch["input_ids"], prompt_lengths, padding_side="left", attention_mask=batch["attention_mask"]
         )
         return batch
 
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, device: torch.device | str | None = None) -> DecoderStudent:
+        """A decoder student from a training config (``max_length`` 512 unless set)."""
+        s = cfg.student
+        return cls(
+            cfg.resolve(s.model),
+            cfg.objectives,
+            weighting=cfg.weighting,
+            prompt_template=cfg.resolve(s.prompt_template),
+            lora=s.lora,
+            max_length=s.max_length or 512,
+            max_query_length=s.max_query_length or 128,
+            max_answer_tokens=s.max_answer_tokens,
+            device=device,
+            gradient_checkpointing=s.gradient_checkpointing,
+            token=s.token,
+            revision=s.revision,
+        )
+
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
+        """Scoring prompts of every group, group tensors, and LM batches of reasoning and comparisons."""
         r = self.reranker
         qtexts = [g.query.text for g in groups for _ in g.candidates]
         dtexts = [d.full_text for g in groups for d in g.docs]
@@ -407,14 +483,14 @@ class DecoderStudent(Student):
                 )
                 batch["reasoning"] = self._lm_batch(f, pl)
         if "lm_comparison" in self.objectives:
-            items = [(g.query.text, a.full_text, b.full_text, t) for g in groups for a, b, t in g.comparisons]
-            if items:
+            pairs = [(g.query.text, a.full_text, b.full_text, t) for g in groups for a, b, t in g.comparisons]
+            if pairs:
                 f, pl = self._answer_features(
                     r.template.comparison,
-                    [q for q, _, _, _ in items],
-                    [[a, b] for _, a, b, _ in items],
+                    [q for q, _, _, _ in pairs],
+                    [[a, b] for _, a, b, _ in pairs],
                     ("document_a", "document_b"),
-                    [t for *_, t in items],
+                    [t for *_, t in pairs],
                 )
                 batch["comparison"] = self._lm_batch(f, pl)
         return batch
@@ -428,7 +504,8 @@ class DecoderStudent(Student):
         return L.lm_loss(logits, b["labels"])
 
     def forward(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
-        scores = self.reranker.forward(batch["score"], None)
+        """Ranking losses on the rank head and LM losses on the reasoning and comparison answers."""
+        scores = self.reranker.forward(batch["score"])
         parts = self.ranking_losses(scores, batch)
         if "reasoning" in batch:
             parts["lm_reasoning"] = self._lm(batch["reasoning"])

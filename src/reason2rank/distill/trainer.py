@@ -39,6 +39,7 @@ import torch
 from reason2rank.distill.batching import GroupStream
 from reason2rank.distill.config import TrainConfig
 from reason2rank.distill.dataset import TrainingSet
+from reason2rank.distill.students import Student
 from reason2rank.types import Doc, Query
 
 STATE_FILE = "trainer_state.json"
@@ -158,39 +159,22 @@ def evaluate(reranker: Any, dev: DevSet, batch_size: int | None = None) -> dict[
 
 
 # ---------------------------------------------------------------------------------------- students
-def build_student(cfg: TrainConfig, device: torch.device | str | None = None):
-    from reason2rank.distill.students import DecoderStudent, EncoderStudent
+def build_student(cfg: TrainConfig, device: torch.device | str | None = None) -> Student:
+    """The student ``cfg.student.type`` names (``reason2rank.distill.students.STUDENTS``), built from the config."""
+    from reason2rank.distill.students import STUDENTS
 
-    s = cfg.student
-    common = {
-        "objectives": cfg.objectives,
-        "weighting": cfg.weighting,
-        "device": device,
-        "gradient_checkpointing": s.gradient_checkpointing,
-        "token": s.token,
-        "revision": s.revision,
-    }
-    model = cfg.resolve(s.model)
-    if s.type == "encoder":
-        return EncoderStudent(
-            model,
-            max_length=s.max_length or 256,
-            max_query_length=s.max_query_length,
-            evidence_threshold=s.evidence_threshold,
-            **common,
-        )
-    return DecoderStudent(
-        model,
-        prompt_template=cfg.resolve(s.prompt_template),
-        lora=s.lora,
-        max_length=s.max_length or 512,
-        max_query_length=s.max_query_length or 128,
-        max_answer_tokens=s.max_answer_tokens,
-        **common,
-    )
+    try:
+        cls = STUDENTS[cfg.student.type]
+    except KeyError:
+        raise ValueError(
+            f"student.type must be one of {', '.join(STUDENTS)}, got {cfg.student.type!r}"
+        ) from None
+    return cls.from_config(cfg, device=device)
 
 
-def _param_groups(student: torch.nn.Module, lr: float, head_lr: float | None, weight_decay: float):
+def _param_groups(
+    student: torch.nn.Module, lr: float, head_lr: float | None, weight_decay: float
+) -> list[dict[str, Any]]:
     heads = ("evidence_head.", "rank_head.", "weigher.", *getattr(student, "new_head_prefixes", ()))
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in student.named_parameters():
@@ -229,6 +213,7 @@ class Trainer:
     # -- checkpoints ----------------------------------------------------------------------------------
     @property
     def checkpoint_root(self) -> Path:
+        """Where checkpoints are written (``output_dir/checkpoints``)."""
         return self.out / CHECKPOINTS_SUBDIR
 
     def checkpoints(self) -> list[Path]:
@@ -297,12 +282,14 @@ class Trainer:
 
     # -- the run -------------------------------------------------------------------------------------
     def total_steps(self, stream: GroupStream, world: int) -> int:
+        """Optimizer steps of the run (``max_steps``, else from ``epochs``)."""
         t = self.cfg.train
         if t.max_steps:
             return t.max_steps
         return max(1, math.ceil(t.epochs * stream.per_epoch / (t.grad_accum * world)))
 
     def run(self) -> TrainResult:
+        """Train, evaluate, checkpoint and save the model (resuming from the latest checkpoint)."""
         try:
             from accelerate import Accelerator
             from accelerate.utils import DistributedDataParallelKwargs, set_seed
@@ -333,7 +320,7 @@ class Trainer:
             reasoning_per_query=s.reasoning_per_query if s.type == "decoder" else 0,
             comparisons_per_query=s.comparisons_per_query if s.type == "decoder" else 0,
         )
-        student = build_student(cfg, device=acc.device)
+        student: Any = build_student(cfg, device=acc.device)
         if s.type == "encoder":
             student.tag_negatives = any(c.evidence for tq in train_set for c in tq.candidates)
         total = self.total_steps(stream, acc.num_processes)
@@ -385,6 +372,8 @@ class Trainer:
             if step % t.log_every == 0 or step == total:
                 rec = {"step": step, **{k: sum(v) / len(v) for k, v in window.items()}}
                 rec["lr"] = float(scheduler.get_last_lr()[0])
+                if cfg.weighting != "fixed":  # learned weightings: how the weights move
+                    rec.update({f"weight_{k}": v for k, v in student.loss_weights().items()})
                 rec["s_per_step"] = (time.monotonic() - tick) / since_log
                 self.history.append(rec)
                 self._log(acc, rec)

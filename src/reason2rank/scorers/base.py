@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,12 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from reason2rank.engine import Engine, Features, warn_truncated
-from reason2rank.reranker import Reranker
+from reason2rank.engine import Engine, Features, TruncationWarnings
+from reason2rank.model_dir import write_r2r_config
+from reason2rank.progress import quiet_transformers_progress
+from reason2rank.reranker import Reranker, split_scores
 from reason2rank.types import Doc, Query
-
-R2R_CONFIG = "r2r_model.json"
-FORMAT_VERSION = 1
 
 
 class TransformerReranker(Reranker):
@@ -29,6 +27,10 @@ class TransformerReranker(Reranker):
 
     family: str = ""
     padding_side: str = "right"
+    #: the transformers model and tokenizer (set by each family's constructor)
+    model: Any
+    tokenizer: Any
+    _peft: Any = None
 
     def __init__(
         self,
@@ -38,7 +40,7 @@ class TransformerReranker(Reranker):
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: str | torch.dtype | None = None,
-        progress: bool = True,
+        progress: bool | None = None,
         token: str | None = None,
         revision: str | None = None,
         trust_remote_code: bool = False,
@@ -57,6 +59,7 @@ class TransformerReranker(Reranker):
         }
         self.model_kwargs = dict(model_kwargs or {})
         self.model_dir = Path(model_dir) if model_dir else None
+        self.truncation = TruncationWarnings(max_length)
 
     # -- loading helpers --------------------------------------------------------------------------------
     def _pretrained_kwargs(self) -> dict[str, Any]:
@@ -64,11 +67,19 @@ class TransformerReranker(Reranker):
         kw.update(self.model_kwargs)
         return kw
 
-    def _load_tokenizer(self, path: str | None = None):
+    def _load_tokenizer(self, path: str | None = None) -> Any:
         from transformers import AutoTokenizer
 
         kw = {k: v for k, v in self.hub_kwargs.items() if v not in (None, False)}
         return AutoTokenizer.from_pretrained(path or self.model_name_or_path, **kw)
+
+    def _from_pretrained(self, auto_class: Any, **kwargs: Any) -> Any:
+        """``auto_class.from_pretrained`` of the backbone in the engine's dtype; transformers' own loading bar
+        follows the engine's progress setting."""
+        with quiet_transformers_progress(self.engine.progress):
+            return auto_class.from_pretrained(
+                self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs(), **kwargs
+            )
 
     def _finish_model(self, model: torch.nn.Module) -> torch.nn.Module:
         model.eval()
@@ -76,13 +87,16 @@ class TransformerReranker(Reranker):
 
     # -- what a family implements -------------------------------------------------------------------
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[list[Features], int]:
+        """Token ids of each (query, doc text) pair, and how many pairs had their document cut."""
         raise NotImplementedError
 
-    def forward(self, batch: dict[str, torch.Tensor], features: Sequence[Features]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One score per row of a padded batch."""
         raise NotImplementedError
 
     @property
     def pad_token_id(self) -> int:
+        """The id batches are padded with (the tokenizer's pad token, else its EOS token, else 0)."""
         tok = self.tokenizer
         pid = tok.pad_token_id
         if pid is None:
@@ -93,12 +107,13 @@ class TransformerReranker(Reranker):
     def score_texts(self, queries: Sequence[str], docs: Sequence[str], desc: str = "scoring") -> np.ndarray:
         """Scores of aligned (query text, doc text) pairs, in input order."""
         features, truncated = self.encode_pairs(queries, docs)
-        warn_truncated(truncated, len(features), self.max_length)
+        self.truncation.report(truncated, len(features))
         return self.engine.run(
             features, self.forward, self.pad_token_id, self.padding_side, desc=desc
         ).reshape(-1)
 
     def score_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[np.ndarray]:
+        """Scores of every document of every query, from one engine run."""
         qs: list[str] = []
         ds: list[str] = []
         for q, docs in items:
@@ -114,6 +129,7 @@ class TransformerReranker(Reranker):
         return {"max_length": self.max_length}
 
     def describe(self) -> dict[str, Any]:
+        """Family and model name."""
         return {"family": self.family, "model": self.model_name_or_path}
 
     def __repr__(self) -> str:
@@ -125,7 +141,7 @@ class TransformerReranker(Reranker):
         out.mkdir(parents=True, exist_ok=True)
         extra = self._save_weights(out)
         self.tokenizer.save_pretrained(out)
-        cfg = {"format": "reason2rank", "version": FORMAT_VERSION, "family": self.family, "backbone": "."}
+        cfg: dict[str, Any] = {"family": self.family, "backbone": "."}
         cfg.update(self.r2r_config())
         cfg.update(extra)
         write_r2r_config(out, cfg)
@@ -142,21 +158,9 @@ class TransformerReranker(Reranker):
         return {"adapter": "adapter"}
 
 
-def write_r2r_config(directory: Path, cfg: dict[str, Any]) -> None:
-    tmp = directory / (R2R_CONFIG + ".tmp")
-    tmp.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / R2R_CONFIG)
-
-
-def split_scores(flat: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(flat[start : start + n])
-        start += n
-    return out
-
-
-def attach_adapter(model: torch.nn.Module, adapter: str | None, merge: bool, **hub_kwargs: Any):
+def attach_adapter(
+    model: torch.nn.Module, adapter: str | None, merge: bool, **hub_kwargs: Any
+) -> tuple[Any, Any]:
     """Load a peft (LoRA) adapter onto ``model``; merge it into the weights when ``merge`` is true.
 
     Returns ``(model_to_run, peft_model_or_None)``: unmerged adapters stay live in the injected layers of the

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reason2rank.engine import Features, warn_truncated
+from reason2rank.engine import Features
 from reason2rank.scorers.base import TransformerReranker
 
 POOLINGS = ("mean", "cls", "last")
@@ -84,19 +84,19 @@ class BiEncoderReranker(TransformerReranker):
 
         self.tokenizer = self._load_tokenizer()
         self.padding_side = "right"
-        model = AutoModel.from_pretrained(
-            self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs()
-        )
+        model = self._from_pretrained(AutoModel)
         self.model = self._finish_model(model)
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[list[Features], int]:
+        """Token ids of each text (cut to ``max_length``) and how many were cut."""
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         keys = [k for k in ("input_ids", "token_type_ids") if k in enc]
         features = [{k: enc[k][i] for k in keys} for i in range(len(texts))]
         truncated = sum(1 for e in (getattr(enc, "encodings", None) or []) if e.overflowing)
         return features, truncated
 
-    def forward(self, batch: dict[str, torch.Tensor], features: Sequence[Features]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The pooled (and, for cosine, normalised) embedding of each row."""
         hidden = self.model(**batch).last_hidden_state.float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         if self.pooling == "cls":
@@ -111,13 +111,15 @@ class BiEncoderReranker(TransformerReranker):
         return emb
 
     def embed(self, texts: Sequence[str], desc: str = "embedding") -> np.ndarray:
+        """Embeddings of ``texts`` (one engine run), ``[len(texts), hidden]``."""
         features, truncated = self.encode_texts(texts)
-        warn_truncated(truncated, len(features), self.max_length, what="texts")
+        self.truncation.report(truncated, len(features), what="texts")
         if not features:
             return np.zeros((0, self.model.config.hidden_size), dtype=np.float32)
         return self.engine.run(features, self.forward, self.pad_token_id, self.padding_side, desc=desc)
 
     def score_texts(self, queries: Sequence[str], docs: Sequence[str], desc: str = "scoring") -> np.ndarray:
+        """Similarity of aligned (query, doc) texts; each distinct text is embedded once."""
         uq = list(dict.fromkeys(self.query_prefix + q for q in queries))
         ud = list(dict.fromkeys(self.doc_prefix + d for d in docs))
         qe = self.embed(uq, desc="embedding queries")
@@ -129,6 +131,7 @@ class BiEncoderReranker(TransformerReranker):
         return np.einsum("ij,ij->i", qrows.astype(np.float64), drows.astype(np.float64))
 
     def r2r_config(self) -> dict[str, Any]:
+        """The bi-encoder's fields of ``r2r_model.json``."""
         cfg = super().r2r_config()
         cfg.update(pooling=self.pooling, similarity=self.similarity)
         if self.query_prefix:

@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from reason2rank.engine import Features, pad_batch, warn_truncated
+from reason2rank.engine import Features, pad_batch
+from reason2rank.heads import load_linear_head, new_linear_head, save_linear_head
+from reason2rank.model_dir import resolve_in
 from reason2rank.scorers.base import TransformerReranker, attach_adapter
 from reason2rank.types import Doc, Query
 
@@ -54,6 +56,7 @@ class PromptTemplate:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PromptTemplate:
+        """A template from its JSON object (``{"user": ..., "readout": ..., "reasoning": ..., ...}``)."""
         if "user" not in data or "{document}" not in data["user"] or "{query}" not in data["user"]:
             raise ValueError("a prompt template needs a 'user' text containing both {query} and {document}")
 
@@ -70,10 +73,12 @@ class PromptTemplate:
                 max_new_tokens=int(d.get("max_new_tokens", 96)),
             )
 
+        score = part(data, ("query", "document"))
+        assert score is not None  # checked above: data has a user text
         return cls(
             name=data.get("name", "custom"),
             version=int(data.get("version", 1)),
-            score=part(data, ("query", "document")),
+            score=score,
             readout=dict(data.get("readout") or {}),
             reasoning=part(data.get("reasoning"), ("query", "document")),
             comparison=part(data.get("comparison"), ("query", "document_a", "document_b")),
@@ -82,6 +87,7 @@ class PromptTemplate:
 
 
 def builtin_prompts() -> list[str]:
+    """Names of the prompt templates shipped with the package."""
     return sorted(
         p.name[:-5] for p in resources.files("reason2rank.prompts").iterdir() if p.name.endswith(".json")
     )
@@ -135,7 +141,6 @@ class CausalLMReranker(TransformerReranker):
 
         base_dir = self.model_dir
         self.template = load_prompt_template(prompt_template, base_dir)
-        self._template_spec = prompt_template
         readout_cfg = (
             {"type": readout} if isinstance(readout, str) else dict(readout or self.template.readout)
         )
@@ -146,9 +151,7 @@ class CausalLMReranker(TransformerReranker):
         self.max_new_tokens = max_new_tokens
 
         self.tokenizer = self._load_tokenizer()
-        model = AutoModelForCausalLM.from_pretrained(
-            self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs()
-        )
+        model = self._from_pretrained(AutoModelForCausalLM)
         self.adapter = str(adapter) if adapter else None
         self.merge_adapter = merge_adapter
         model, self._peft = attach_adapter(model, self.adapter, merge_adapter, **self.hub_kwargs)
@@ -163,17 +166,14 @@ class CausalLMReranker(TransformerReranker):
             )
         elif new_rank_head:  # a fresh head for training (``reason2rank.distill``)
             hidden = self.model.config.get_text_config().hidden_size
-            head = torch.nn.Linear(hidden, 1, dtype=torch.float32)
-            torch.nn.init.normal_(head.weight, std=hidden**-0.5)
-            torch.nn.init.zeros_(head.bias)
-            self.rank_head = head.to(self.engine.device).eval()
+            self.rank_head = new_linear_head(hidden, self.engine.device, scaled_init=True).eval()
         else:
             head_path = rank_head or self.readout.get("file") or RANK_HEAD_FILE
             self.rank_head = self._load_rank_head(head_path, base_dir)
         self._segments_cache: dict[tuple, list[list[int] | int]] = {}
 
     # -- set-up -------------------------------------------------------------------------------------
-    def _single_token(self, token_id: int | None, word: str | None) -> int:
+    def _single_token(self, token_id: Any, word: Any) -> int:
         if token_id is not None:
             return int(token_id)
         if not word:
@@ -186,24 +186,15 @@ class CausalLMReranker(TransformerReranker):
             )
         return ids[0]
 
-    def _load_rank_head(self, head: str | os.PathLike, base_dir: Path | None) -> torch.nn.Linear:
+    def _load_rank_head(self, head: str | os.PathLike[str], base_dir: Path | None) -> torch.nn.Linear:
         hidden = self.model.config.get_text_config().hidden_size
-        layer = torch.nn.Linear(hidden, 1, dtype=torch.float32)
-        path = Path(head)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
+        path = resolve_in(base_dir, head)
         if not path.is_file():
             raise FileNotFoundError(
                 f"rank-head read-out needs the head weights at {path}; train a student with `reason2rank train` "
                 "or use a 'tokens' read-out"
             )
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-        layer.load_state_dict(
-            {"weight": state["weight"].float().reshape(1, hidden), "bias": state["bias"].float().reshape(1)}
-        )
-        return layer.to(self.engine.device).eval()
+        return load_linear_head(path, hidden, self.engine.device, what="rank head")
 
     # -- prompt building ----------------------------------------------------------------------------
     def _render(self, part: PromptPart, query: str, slots: Sequence[str]) -> list[str | int]:
@@ -296,10 +287,12 @@ class CausalLMReranker(TransformerReranker):
         return features, truncated
 
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[list[Features], int]:
+        """Token ids of each scoring prompt (the document cut to fit; the rest always kept)."""
         return self.build_features(self.template.score, queries, [[d] for d in docs], ("document",))
 
     # -- scoring ------------------------------------------------------------------------------------
-    def forward(self, batch: dict[str, torch.Tensor], features: Sequence[Features]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The read-out at the last position of each (left-padded) prompt."""
         mask = batch["attention_mask"]
         position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
         if self.rank_head is not None:
@@ -315,9 +308,15 @@ class CausalLMReranker(TransformerReranker):
         return logits[:, self.positive_id] - logits[:, self.negative_id]
 
     # -- explanations -------------------------------------------------------------------------------
-    def _generate(self, part: PromptPart, queries: Sequence[str], doc_groups, slots) -> list[str | None]:
+    def _generate(
+        self,
+        part: PromptPart,
+        queries: Sequence[str],
+        doc_groups: Sequence[Sequence[str]],
+        slots: tuple[str, ...],
+    ) -> list[str | None]:
         features, truncated = self.build_features(part, queries, doc_groups, slots)
-        warn_truncated(truncated, len(features), self.max_length, what="reasoning prompts")
+        self.truncation.report(truncated, len(features), what="reasoning prompts")
         max_new = self.max_new_tokens or part.max_new_tokens
         texts: list[str | None] = [None] * len(features)
         order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
@@ -340,6 +339,7 @@ class CausalLMReranker(TransformerReranker):
         return texts
 
     def generate_reasoning(self, query: Query, docs: Sequence[Doc]) -> list[str | None]:
+        """Greedy reasoning for each document, from the template's reasoning prompt (``None`` without one)."""
         if self.template.reasoning is None or not docs:
             return [None] * len(docs)
         return self._generate(
@@ -347,6 +347,7 @@ class CausalLMReranker(TransformerReranker):
         )
 
     def generate_comparisons(self, query: Query, pairs: Sequence[tuple[Doc, Doc]]) -> list[str | None]:
+        """Greedy comparison of each (better, worse) pair, from the template's comparison prompt."""
         if self.template.comparison is None or not pairs:
             return [None] * len(pairs)
         return self._generate(
@@ -358,6 +359,7 @@ class CausalLMReranker(TransformerReranker):
 
     # -- saving -------------------------------------------------------------------------------------
     def r2r_config(self) -> dict[str, Any]:
+        """The causal LM's fields of ``r2r_model.json``."""
         cfg = super().r2r_config()
         cfg.update(
             prompt_template="prompt_template.json",
@@ -376,13 +378,5 @@ class CausalLMReranker(TransformerReranker):
             json.dumps(self.template.source, indent=2) + "\n", encoding="utf-8"
         )
         if self.rank_head is not None:
-            from safetensors.torch import save_file
-
-            save_file(
-                {
-                    "weight": self.rank_head.weight.detach().cpu().contiguous(),
-                    "bias": self.rank_head.bias.detach().cpu(),
-                },
-                str(out / RANK_HEAD_FILE),
-            )
+            save_linear_head(self.rank_head, out / RANK_HEAD_FILE)
         return extra

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from reason2rank.engine import Features
-from reason2rank.evidence import (
+from reason2rank.explain.evidence import (
     EVIDENCE_HEAD_FILE,
     Span,
     best_sentence,
@@ -23,6 +23,7 @@ from reason2rank.evidence import (
     save_evidence_head,
     sentence_scores,
 )
+from reason2rank.model_dir import resolve_in
 from reason2rank.scorers.base import TransformerReranker, attach_adapter
 from reason2rank.types import Doc, Query
 
@@ -64,9 +65,7 @@ class CrossEncoderReranker(TransformerReranker):
         from transformers import AutoModelForSequenceClassification
 
         self.tokenizer = self._load_tokenizer()
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs()
-        )
+        model = self._from_pretrained(AutoModelForSequenceClassification)
         self.adapter = str(adapter) if adapter else None
         self.merge_adapter = merge_adapter
         model, self._peft = attach_adapter(model, self.adapter, merge_adapter, **self.hub_kwargs)
@@ -86,11 +85,9 @@ class CrossEncoderReranker(TransformerReranker):
         self.padding_side = "right"
         self.evidence_threshold = float(evidence_threshold)
         #: the evidence head (fp32 ``Linear(hidden_size, 1)``) or ``None``; set it with ``attach_evidence_head``
-        self.evidence_head_layer: torch.nn.Module | None = None
+        self.evidence_head_layer: torch.nn.Linear | None = None
         if evidence_head:
-            path = Path(evidence_head)
-            if not path.is_absolute() and self.model_dir is not None and (self.model_dir / path).is_file():
-                path = self.model_dir / path
+            path = resolve_in(self.model_dir, evidence_head)
             self.evidence_head_layer = load_evidence_head(path, self.hidden_size, self.engine.device)
 
     @property
@@ -98,7 +95,7 @@ class CrossEncoderReranker(TransformerReranker):
         """Width of the backbone's hidden states (the evidence head's input)."""
         return int(self.model.config.get_text_config().hidden_size)
 
-    def attach_evidence_head(self, layer: torch.nn.Module | None = None) -> torch.nn.Module:
+    def attach_evidence_head(self, layer: torch.nn.Linear | None = None) -> torch.nn.Linear:
         """Attach ``layer`` (default: a freshly initialised fp32 ``Linear(hidden_size, 1)`` on the engine device)
         as the evidence head and return it; ``save`` writes it and ``explain=k`` uses it."""
         if layer is None:
@@ -115,7 +112,9 @@ class CrossEncoderReranker(TransformerReranker):
             cut[q] = q[: offsets[self.max_query_length - 1][1]] if len(ids) > self.max_query_length else q
         return cut
 
-    def _encode(self, queries: Sequence[str], docs: Sequence[str], offsets: bool = False):
+    def _encode(
+        self, queries: Sequence[str], docs: Sequence[str], offsets: bool = False
+    ) -> tuple[list[Features], int, Any]:
         """The one tokeniser call of every (query, doc text) pair: returns (features, truncated, encoding)."""
         cut = self._cut_queries(queries)
         enc = self.tokenizer(
@@ -132,6 +131,7 @@ class CrossEncoderReranker(TransformerReranker):
         return features, truncated, enc
 
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[list[Features], int]:
+        """Token ids of each (query, doc text) pair: the query cut to ``max_query_length``, the doc to fit."""
         if not queries:
             return [], 0
         features, truncated, _ = self._encode(queries, docs)
@@ -166,7 +166,8 @@ class CrossEncoderReranker(TransformerReranker):
             return logits[:, 1] - logits[:, 0]
         return logits[:, 0]
 
-    def forward(self, batch: dict[str, torch.Tensor], features: Sequence[Features]) -> torch.Tensor:
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The relevance score of each row of a padded batch (see the class docstring)."""
         return self._scores_from_logits(self.model(**batch).logits)
 
     def forward_with_evidence(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,8 +198,8 @@ class CrossEncoderReranker(TransformerReranker):
         probs = self.evidence_token_probs(features)
         out: list[str | None] = []
         for doc, offs, p in zip(docs, offsets, probs):
-            span = best_sentence(sentence_scores(offs, p[: len(offs)], doc.text), self.evidence_threshold)
-            out.append(doc.text[span[0] : span[1]] if span is not None else None)
+            span = best_sentence(sentence_scores(offs, p[: len(offs)], doc.body), self.evidence_threshold)
+            out.append(doc.body[span[0] : span[1]] if span is not None else None)
         return out
 
     def evidence_token_probs(self, features: Sequence[Features]) -> np.ndarray:
@@ -210,12 +211,12 @@ class CrossEncoderReranker(TransformerReranker):
             return np.zeros((0, 0), dtype=np.float32)
         width = max(len(f["input_ids"]) for f in features)
 
-        def forward(batch: dict[str, torch.Tensor], feats: Sequence[Features]) -> torch.Tensor:
+        def forward(batch: dict[str, torch.Tensor]) -> torch.Tensor:
             _, logits = self.forward_with_evidence(batch)
             probs = torch.sigmoid(logits)
             mask = batch["attention_mask"].bool()
-            out = torch.full((len(feats), width), math.nan, dtype=torch.float32, device=probs.device)
-            for j in range(len(feats)):  # real tokens first, whatever side the batch was padded on
+            out = torch.full((mask.shape[0], width), math.nan, dtype=torch.float32, device=probs.device)
+            for j in range(mask.shape[0]):  # real tokens first, whatever side the batch was padded on
                 row = probs[j][mask[j]]
                 out[j, : row.shape[0]] = row
             return out
@@ -224,6 +225,7 @@ class CrossEncoderReranker(TransformerReranker):
 
     # -- saving -------------------------------------------------------------------------------------------
     def r2r_config(self) -> dict[str, Any]:
+        """The cross-encoder's fields of ``r2r_model.json``."""
         cfg = super().r2r_config()
         if self.label_index is not None:
             cfg["label_index"] = self.label_index

@@ -35,13 +35,14 @@ Annotation record (one JSON line in the store; ``schema`` 1)::
     prompt_tokens, completion_tokens, doc_cut ("words:300"), elapsed_s, created (UTC ISO time)
 """
 
-from reason2rank.teacher.annotate import RunSummary, TaskCounts, Teacher, TeacherUnavailable
+from reason2rank.teacher.annotate import Teacher, TeacherUnavailable
 from reason2rank.teacher.backends import Backend, GenerationResult, make_backend
-from reason2rank.teacher.inputs import candidates_from_frame, load_teacher_inputs
+from reason2rank.teacher.inputs import load_teacher_inputs
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import ParseError, evidence_in_text, extract_json
 from reason2rank.teacher.prompts import DocCutter, PromptTemplate, builtin_prompt, load_prompts
 from reason2rank.teacher.store import AnnotationStore, annotation_key, read_annotations
+from reason2rank.teacher.summary import RunSummary, TaskCounts
 
 __all__ = [
     "AnnotationStore",
@@ -57,7 +58,6 @@ __all__ = [
     "TeacherUnavailable",
     "annotation_key",
     "builtin_prompt",
-    "candidates_from_frame",
     "evidence_in_text",
     "extract_json",
     "load_prompts",

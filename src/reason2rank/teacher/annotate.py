@@ -14,19 +14,17 @@ with the bad answer and the error shown to the teacher; after the last try the i
 from __future__ import annotations
 
 import json
-import sys
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from reason2rank.progress import progress_bar
 from reason2rank.reranker import prepare_items
 from reason2rank.teacher.backends import Backend, GenerationResult, Messages, make_backend
-from reason2rank.teacher.inputs import candidates_from_frame
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import (
     COMPARE_SCHEMA,
@@ -49,7 +47,8 @@ from reason2rank.teacher.prompts import (
     render_listwise,
 )
 from reason2rank.teacher.store import RECORD_SCHEMA, AnnotationStore, annotation_key
-from reason2rank.types import Doc, Query
+from reason2rank.teacher.summary import RunSummary, TaskCounts
+from reason2rank.types import Doc, Query, has_text
 
 #: what the teacher is told after an unusable answer
 RETRY_MESSAGE = (
@@ -61,117 +60,6 @@ _RAW_ECHO_CHARS = 4000  # how much of a bad answer is shown back to the teacher
 
 class TeacherUnavailable(RuntimeError):
     """Too many requests in a row failed outright; the run stops instead of grinding through every item."""
-
-
-@dataclass
-class TaskCounts:
-    total: int = 0
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    inconsistent: int = 0
-    errors: int = 0
-
-
-@dataclass
-class RunSummary:
-    """What a run did. ``done`` = stored as ok in this run, ``skipped`` = already in the store,
-    ``failed`` = stored as failed after ``max_tries``, ``inconsistent`` = A/B and B/A answers disagreed,
-    ``errors`` = requests that got no answer (nothing stored; the next run asks again)."""
-
-    teacher: str = ""
-    tasks: dict[str, TaskCounts] = field(default_factory=dict)
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    requests: int = 0
-    cost_usd: float | None = None
-    elapsed_s: float = 0.0
-    flags: Counter = field(default_factory=Counter)
-    error_samples: list[str] = field(default_factory=list)
-    torn_tail_bytes: int = 0
-    aborted: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    def _sum(self, name: str) -> int:
-        return sum(getattr(c, name) for c in self.tasks.values())
-
-    @property
-    def done(self) -> int:
-        return self._sum("done")
-
-    @property
-    def skipped(self) -> int:
-        return self._sum("skipped")
-
-    @property
-    def failed(self) -> int:
-        return self._sum("failed")
-
-    @property
-    def inconsistent(self) -> int:
-        return self._sum("inconsistent")
-
-    @property
-    def errors(self) -> int:
-        return self._sum("errors")
-
-    @property
-    def total(self) -> int:
-        return self._sum("total")
-
-    @property
-    def complete(self) -> bool:
-        """Every item of the run is in the store (as ok, inconsistent or failed)."""
-        return self.errors == 0 and self.aborted is None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "teacher": self.teacher,
-            "total": self.total,
-            "done": self.done,
-            "skipped": self.skipped,
-            "failed": self.failed,
-            "inconsistent": self.inconsistent,
-            "errors": self.errors,
-            "tasks": {t: vars(c).copy() for t, c in self.tasks.items()},
-            "requests": self.requests,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "cost_usd": self.cost_usd,
-            "elapsed_s": round(self.elapsed_s, 3),
-            "flags": dict(self.flags),
-            "error_samples": list(self.error_samples),
-            "torn_tail_bytes": self.torn_tail_bytes,
-            "aborted": self.aborted,
-            "notes": list(self.notes),
-        }
-
-    def format(self) -> str:
-        lines = [
-            f"teacher {self.teacher}: done {self.done}, skipped {self.skipped}, failed {self.failed}, "
-            f"inconsistent {self.inconsistent}, errors {self.errors} (of {self.total}) in {self.elapsed_s:.1f} s"
-        ]
-        for t, c in self.tasks.items():
-            lines.append(
-                f"  {t:<8} total {c.total}: done {c.done}, skipped {c.skipped}, failed {c.failed}, "
-                f"inconsistent {c.inconsistent}, errors {c.errors}"
-            )
-        cost = f", cost ${self.cost_usd:.4f}" if self.cost_usd is not None else ""
-        lines.append(
-            f"  tokens: {self.prompt_tokens} prompt + {self.completion_tokens} completion "
-            f"in {self.requests} requests{cost}"
-        )
-        if self.flags:
-            lines.append("  flags: " + ", ".join(f"{k} {v}" for k, v in sorted(self.flags.items())))
-        if self.torn_tail_bytes:
-            lines.append(f"  cut a torn last line of {self.torn_tail_bytes} bytes left by a killed run")
-        for e in self.error_samples:
-            lines.append(f"  error: {e}")
-        for note in self.notes:
-            lines.append(f"  note: {note}")
-        if self.aborted:
-            lines.append(f"  ABORTED: {self.aborted}")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -249,7 +137,7 @@ class Teacher:
         price_in: float | None = None,
         price_out: float | None = None,
         abort_after_errors: int = 20,
-        progress: bool = False,
+        progress: bool | None = False,
         teacher_name: str | None = None,
         backend_options: Mapping[str, Any] | None = None,
     ):
@@ -302,6 +190,7 @@ class Teacher:
 
     # -- the items of each task -----------------------------------------------------------------------
     def direct_items(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> Iterator[tuple[Query, list[Doc]]]:
+        """One direct item per (query, document)."""
         for q, docs in items:
             for d in docs:
                 yield q, [d]
@@ -309,6 +198,7 @@ class Teacher:
     def listwise_items(
         self, items: Sequence[tuple[Query, Sequence[Doc]]]
     ) -> Iterator[tuple[Query, list[Doc]]]:
+        """Listwise windows of each query's candidates (``window`` documents every ``stride``)."""
         for q, docs in items:
             for start in range(0, len(docs), self.stride):
                 window = list(docs[start : start + self.window])
@@ -338,7 +228,8 @@ class Teacher:
         qrels: Mapping[str, Mapping[str, int]] | None = None,
     ) -> RunSummary:
         """Annotate candidates for ``tasks``; returns the run's summary. ``items``: ``[(query, docs), ...]``
-        or a PyTerrier-style result frame (``qid``, ``query``, ``docno``, ``text``; see ``candidates_from_frame``).
+        (``pt_r2r.R2RTeacher`` converts a PyTerrier result frame). Documents without text are not shown to the
+        teacher (one warning names them, and the summary counts them).
 
         Raises ``TeacherUnavailable`` after ``abort_after_errors`` requests in a row got no answer (the
         summary so far is on the exception as ``.summary``)."""
@@ -347,10 +238,12 @@ class Teacher:
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ValueError(f"tasks must be among {TASKS}, got {list(tasks)}")
-        if hasattr(items, "columns") and hasattr(items, "groupby"):  # a PyTerrier-style result frame
-            items = candidates_from_frame(items)
         prepared = prepare_items(list(items))
+        without_text = sum(1 for _, docs in prepared for d in docs if not has_text(d))
+        prepared = [(q, [d for d in docs if has_text(d)]) for q, docs in prepared]
         summary = RunSummary(teacher=self.name, torn_tail_bytes=self.store.scan.torn_tail_bytes)
+        if without_text:
+            summary.notes.append(f"{without_text} document(s) without text were not shown to the teacher")
         self._consecutive_errors = 0
         start = time.monotonic()
         try:
@@ -410,7 +303,7 @@ class Teacher:
                 counts.skipped += 1
             else:
                 todo.append((q, docs, key))
-        bar = _progress(self.progress, counts.total, f"teach {task}")
+        bar = progress_bar(counts.total, f"teach {task}", self.progress, unit="item")
         bar.update(counts.skipped)
         try:
             for i in range(0, len(todo), self.chunk_size):
@@ -427,8 +320,8 @@ class Teacher:
     ) -> _Job:
         tpl = self.prompts[task]
         if task == "direct":
-            messages, shown = render_direct(tpl, q, docs[0], self.cutter)
-            asks = [_Ask(messages, [shown], docs, DIRECT_SCHEMA)]
+            messages, shown_doc = render_direct(tpl, q, docs[0], self.cutter)
+            asks = [_Ask(messages, [shown_doc], docs, DIRECT_SCHEMA)]
         elif task == "compare":
             a, b = docs
             messages, shown = render_compare(tpl, q, a, b, self.cutter)
@@ -442,18 +335,22 @@ class Teacher:
         return _Job(task, key, q, docs, asks, options)
 
     def _run_chunk(self, jobs: list[_Job], summary: RunSummary, counts: TaskCounts, bar: Any) -> None:
-        pending = [(job, ask) for job in jobs for ask in job.asks]
+        pending: list[tuple[_Job, _Ask]] = [(job, ask) for job in jobs for ask in job.asks]
         while pending:
             handled: set[int] = set()
 
             def on_result(
-                i: int, res: GenerationResult, pending: list = pending, handled: set = handled
+                i: int,
+                res: GenerationResult,
+                pending: list[tuple[_Job, _Ask]] = pending,
+                handled: set[int] = handled,
             ) -> None:
                 with self._lock:
                     if i in handled:
                         return
                     handled.add(i)
-                    self._on_result(*pending[i], res, summary, counts, bar)
+                    job, ask = pending[i]
+                    self._on_result(job, ask, res, summary, counts, bar)
 
             results = self.backend.generate(
                 [ask.next_messages() for _, ask in pending],
@@ -616,6 +513,7 @@ class Teacher:
         return [[self.store.get(self.key("direct", q, [d])) for d in docs] for q, docs in items]
 
     def close(self) -> None:
+        """Close the store and the backend when this teacher opened them."""
         if self._own_store:
             self.store.close()
         if self._own_backend:
@@ -633,22 +531,3 @@ class Teacher:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-class _NoBar:
-    def update(self, n: int = 1) -> None:
-        pass
-
-    def set_postfix(self, **kw: Any) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _progress(enabled: bool, total: int, desc: str) -> Any:
-    if not enabled:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, file=sys.stderr, unit="item", dynamic_ncols=True)

@@ -1,56 +1,14 @@
-"""Where a teacher's candidates come from.
-
-- a PyTerrier-style result frame (``qid``, ``query``, ``docno``, text column; ordered by ``rank`` or
-  ``score`` when present) — ``candidates_from_frame``;
-- a TREC run + docs JSONL (+ topics), rank_llm JSON candidates, or an ir_datasets id with a first-stage
-  run — ``load_teacher_inputs``, which delegates to ``reason2rank.data.load_candidates``.
-"""
+"""Where a teacher's candidates come from: a TREC run + docs JSONL (+ topics), rank_llm JSON candidates, or an
+ir_datasets id with a first-stage run — ``load_teacher_inputs``, which delegates to
+``reason2rank.data.load_candidates``. (A PyTerrier result frame is converted by the adapter, ``pt_r2r``.)"""
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Mapping
-from typing import Any
 
-from reason2rank.types import Doc, Query, clean_text
+from reason2rank.types import Doc, Query
 
-
-def candidates_from_frame(
-    frame: Any, text_field: str = "text", title_field: str | None = None, depth: int | None = None
-) -> list[tuple[Query, list[Doc]]]:
-    """Group a result frame by ``qid`` (first-appearance order) into (Query, docs); docs ordered by
-    ``rank`` (ascending) when the column exists, else ``score`` (descending), else as given."""
-    for col in ("qid", "query", "docno", text_field):
-        if col not in frame.columns:
-            raise ValueError(f"the frame needs a {col!r} column (has {list(frame.columns)})")
-    if "rank" in frame.columns:
-        order_col, ascending = "rank", True
-    elif "score" in frame.columns:
-        order_col, ascending = "score", False
-    else:
-        order_col, ascending = None, True
-    items: list[tuple[Query, list[Doc]]] = []
-    missing: list[str] = []
-    for qid, group in frame.groupby("qid", sort=False):
-        if order_col is not None:
-            group = group.sort_values(order_col, ascending=ascending, kind="stable")
-        query = Query(id=str(qid), text=str(group["query"].iloc[0]))
-        titles = list(group[title_field]) if title_field else [None] * len(group)
-        docs = []
-        for docno, value, title in zip(group["docno"], group[text_field], titles):
-            text, was_missing = clean_text(value)
-            if was_missing:
-                missing.append(f"{qid}/{docno}")
-            title = (clean_text(title)[0] or None) if title_field else None
-            docs.append(Doc(id=str(docno), text=text, title=title))
-        items.append((query, docs[:depth] if depth else docs))
-    if missing:
-        shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
-        warnings.warn(
-            f"{len(missing)} document(s) had no text (None/NaN) and are shown as empty: {shown}", stacklevel=2
-        )
-    return items
+__all__ = ["load_qrels", "load_teacher_inputs"]
 
 
 def load_teacher_inputs(
@@ -63,7 +21,7 @@ def load_teacher_inputs(
     max_queries: int | None = None,
 ) -> list[tuple[Query, list[Doc]]]:
     """rank_llm ``candidates``, or ``run`` + ``topics`` + ``docs`` (files or ir_datasets ids), see
-    ``reason2rank.data.load_candidates``."""
+    ``reason2rank.data.load_candidates``; ``max_queries`` keeps the first N queries."""
     from reason2rank.data import load_candidates
 
     items = load_candidates(candidates, topics=topics, run=run, docs=docs, depth=depth)
@@ -71,14 +29,9 @@ def load_teacher_inputs(
 
 
 def load_qrels(source: str) -> Mapping[str, Mapping[str, int]]:
-    """A qrels file, or the qrels of an ir_datasets id."""
+    """A qrels file, or the qrels of an ir_datasets id (``reason2rank.locations`` tells which)."""
     from reason2rank.data import load_ir_dataset, read_qrels
+    from reason2rank.data.irds import dataset_id
 
-    if os.path.exists(source):
-        return read_qrels(source)
-    looks_like_path = (
-        source.startswith((".", "/", "~")) or os.path.splitext(source)[1] != "" or "/" not in source
-    )
-    if looks_like_path:
-        raise FileNotFoundError(f"qrels file {source!r} does not exist")
-    return load_ir_dataset(source).qrels
+    name = dataset_id(source, "qrels")
+    return read_qrels(source) if name is None else load_ir_dataset(name).qrels

@@ -15,11 +15,10 @@ Randomness (random pairs and which document is shown as A) comes from a generato
 
 from __future__ import annotations
 
-import hashlib
-import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from reason2rank.seeding import query_rng
 from reason2rank.types import Doc, Query
 
 STRATEGIES = ("adjacent", "hard_negative", "random")
@@ -66,11 +65,6 @@ def teacher_ranking(docs: Sequence[Doc], grades: Mapping[str, int | None]) -> li
     return sorted(docs, key=key)
 
 
-def _rng(seed: int, qid: str) -> random.Random:
-    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def select_pairs(
     query: Query,
     docs: Sequence[Doc],
@@ -83,7 +77,7 @@ def select_pairs(
     ranked = teacher_ranking(docs, grades)
     if policy.depth is not None:
         ranked = ranked[: policy.depth]
-    rng = _rng(policy.seed, query.id)
+    rng = query_rng(policy.seed, query.id)
     chosen: list[tuple[Doc, Doc]] = []
     seen: set[frozenset[str]] = set()
 
@@ -112,7 +106,7 @@ def select_pairs(
                 negatives = [
                     d
                     for d in first_stage
-                    if grades.get(d.id) is not None and grades[d.id] < policy.positive_grade
+                    if (g := grades.get(d.id)) is not None and g < policy.positive_grade
                 ]
             full = False
             for p in positives:
@@ -129,6 +123,6 @@ def select_pairs(
                 if add(a, b):
                     break
     if policy.shuffle_ab:
-        rng = _rng(policy.seed, query.id + "\x00ab")
+        rng = query_rng(policy.seed, query.id, "ab")
         chosen = [(b, a) if rng.random() < 0.5 else (a, b) for a, b in chosen]
     return chosen

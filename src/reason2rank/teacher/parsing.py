@@ -5,7 +5,7 @@
 repair is named in the returned flags. ``validate_*`` then check the task's schema strictly: a wrong type,
 a missing field or an out-of-range grade is an error (the item is asked again and, after the last try,
 stored as failed with its raw text), never a guess. Evidence sentences are checked against the text the
-teacher was shown (``evidence_in_text``); a quote that is not there is kept and flagged.
+teacher was shown (``evidence_in_text``, the rule of ``reason2rank.explain.evidence``); a quote that is not there is kept and flagged.
 """
 
 from __future__ import annotations
@@ -13,9 +13,21 @@ from __future__ import annotations
 import ast
 import json
 import re
-import unicodedata
-from collections.abc import Sequence
 from typing import Any
+
+from reason2rank.explain.evidence import evidence_in_text
+
+__all__ = [
+    "COMPARE_SCHEMA",
+    "DIRECT_SCHEMA",
+    "ParseError",
+    "evidence_in_text",
+    "extract_json",
+    "listwise_schema",
+    "validate_compare",
+    "validate_direct",
+    "validate_listwise",
+]
 
 
 class ParseError(ValueError):
@@ -184,6 +196,7 @@ COMPARE_SCHEMA: dict[str, Any] = {
 
 
 def listwise_schema(num: int) -> dict[str, Any]:
+    """The JSON schema of a listwise answer over ``num`` passages."""
     return {
         "type": "object",
         "properties": {
@@ -238,6 +251,7 @@ def _extra_keys(obj: dict[str, Any], allowed: set[str], flags: list[str]) -> Non
 
 
 def validate_direct(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    """A direct answer checked and normalised, and the flags of what was normalised."""
     obj = _require_dict(obj)
     flags: list[str] = []
     if "relevance" not in obj:
@@ -259,6 +273,7 @@ def validate_direct(obj: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def validate_compare(obj: Any) -> tuple[dict[str, Any], list[str]]:
+    """A compare answer checked and normalised, and the flags of what was normalised."""
     obj = _require_dict(obj)
     flags: list[str] = []
     if "preferred" not in obj:
@@ -277,6 +292,7 @@ def validate_compare(obj: Any) -> tuple[dict[str, Any], list[str]]:
 
 
 def validate_listwise(obj: Any, num: int) -> tuple[dict[str, Any], list[str]]:
+    """A listwise answer over ``num`` passages checked (each passage exactly once), and its flags."""
     obj = _require_dict(obj)
     flags: list[str] = []
     ranked = obj.get("ranked_passages")
@@ -325,43 +341,3 @@ def validate_listwise(obj: Any, num: int) -> tuple[dict[str, Any], list[str]]:
         raise ParseError(f"passages {missing} are missing from the ranking; rank all {num} passages")
     _extra_keys(obj, {"ranked_passages"}, flags)
     return {"ranked_passages": items}, flags
-
-
-# -- evidence ------------------------------------------------------------------------------------------
-
-_QUOTES = str.maketrans(
-    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
-)
-_ELLIPSIS = re.compile(r"\.\.\.|\u2026|\[\s*\.\.\.\s*\]")
-
-
-def normalise_tokens(text: str) -> list[str]:
-    """Lower-cased word tokens after Unicode NFKC and quote/dash folding (punctuation and spacing ignored)."""
-    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
-    return re.findall(r"\w+", text)
-
-
-def evidence_in_text(evidence: str, text: str) -> bool:
-    """Whether ``evidence`` occurs in ``text`` up to case, spacing, punctuation and Unicode form. An
-    ellipsis in the quote separates fragments that must each occur, in order."""
-    doc = normalise_tokens(text)
-    fragments = [normalise_tokens(f) for f in _ELLIPSIS.split(evidence)]
-    fragments = [f for f in fragments if f]
-    if not fragments:
-        return False
-    pos = 0
-    for frag in fragments:
-        found = _find_sublist(doc, frag, pos)
-        if found < 0:
-            return False
-        pos = found + len(frag)
-    return True
-
-
-def _find_sublist(hay: Sequence[str], needle: Sequence[str], start: int) -> int:
-    n = len(needle)
-    first = needle[0]
-    for i in range(start, len(hay) - n + 1):
-        if hay[i] == first and list(hay[i : i + n]) == list(needle):
-            return i
-    return -1

@@ -62,6 +62,7 @@ class PromptTemplate:
 
     @classmethod
     def parse(cls, text: str, source: str = "<string>") -> PromptTemplate:
+        """Read a template from its text (see the module docstring for the format)."""
         meta: dict[str, str] = {}
         sections: list[PromptSection] = []
         role: str | None = None
@@ -120,6 +121,7 @@ class PromptTemplate:
 
     @classmethod
     def from_file(cls, path: str | Path) -> PromptTemplate:
+        """Read a template file."""
         path = Path(path)
         return cls.parse(path.read_text(encoding="utf-8"), source=str(path))
 
@@ -158,7 +160,12 @@ def builtin_prompt(task: str, version: int = 1) -> PromptTemplate:
         raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
     name = f"{task}_v{version}.txt"
     try:
-        text = resources.files("reason2rank.teacher").joinpath("prompts", name).read_text(encoding="utf-8")
+        text = (
+            resources.files("reason2rank.teacher")
+            .joinpath("prompts")
+            .joinpath(name)
+            .read_text(encoding="utf-8")
+        )
     except FileNotFoundError:
         raise ValueError(f"no built-in prompt {name!r} for task {task!r}") from None
     return PromptTemplate.parse(text, source=f"reason2rank.teacher/prompts/{name}")
@@ -221,6 +228,7 @@ class DocCutter:
         self.tokenizer = tokenizer
 
     def describe(self) -> str:
+        """How documents are cut, as recorded in annotations (``words:300``)."""
         if self.max_words is not None:
             return f"words:{self.max_words}"
         if self.max_tokens is not None:
@@ -228,6 +236,7 @@ class DocCutter:
         return "full"
 
     def __call__(self, text: str) -> str:
+        """``text`` as the teacher sees it: whitespace collapsed, cut."""
         text = " ".join(text.split())
         if self.max_words is not None:
             return " ".join(text.split(" ")[: self.max_words]) if text else text
@@ -237,6 +246,7 @@ class DocCutter:
 
     def _cut_tokens(self, text: str) -> str:
         tok = self.tokenizer
+        assert self.max_tokens is not None
         try:
             enc = tok(text, add_special_tokens=False, return_offsets_mapping=True)
             offsets = enc["offset_mapping"]
@@ -257,6 +267,7 @@ def doc_text(doc: Doc) -> str:
 
 
 def render_direct(tpl: PromptTemplate, query: Query, doc: Doc, cut: DocCutter) -> tuple[Messages, str]:
+    """The direct prompt for (query, doc) and the document text shown."""
     shown = cut(doc_text(doc))
     return tpl.render({"query": query.text, "document": shown}), shown
 
@@ -264,6 +275,7 @@ def render_direct(tpl: PromptTemplate, query: Query, doc: Doc, cut: DocCutter) -
 def render_compare(
     tpl: PromptTemplate, query: Query, a: Doc, b: Doc, cut: DocCutter
 ) -> tuple[Messages, list[str]]:
+    """The compare prompt for (query, A, B) and the two document texts shown."""
     shown = [cut(doc_text(a)), cut(doc_text(b))]
     return tpl.render({"query": query.text, "document_a": shown[0], "document_b": shown[1]}), shown
 
@@ -271,6 +283,7 @@ def render_compare(
 def render_listwise(
     tpl: PromptTemplate, query: Query, docs: Sequence[Doc], cut: DocCutter
 ) -> tuple[Messages, list[str]]:
+    """The listwise prompt for a window of documents and the texts shown."""
     shown = [cut(doc_text(d)) for d in docs]
     return tpl.render({"query": query.text, "num": len(docs)}, passages=shown), shown
 

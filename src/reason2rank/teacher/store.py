@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 try:  # POSIX
     import fcntl
@@ -47,7 +47,7 @@ def annotation_key(
 ) -> str:
     """sha256 (first 32 hex digits) of (task, prompt version, teacher model, query id and text, doc ids in
     order[, task options that change the question, e.g. asking both A/B orders])."""
-    material = [task, prompt_version, teacher, str(qid), query, [str(d) for d in docids]]
+    material: list[Any] = [task, prompt_version, teacher, str(qid), query, [str(d) for d in docids]]
     if options:
         material.append({k: options[k] for k in sorted(options)})
     blob = json.dumps(material, ensure_ascii=False, separators=(",", ":"))
@@ -88,7 +88,7 @@ class AnnotationStore:
         self._index: dict[str, _Entry] = {}
         self._mutex = threading.Lock()
         self._fd: int | None = None
-        self._reader = None
+        self._reader: BinaryIO | None = None
         self._last_sync = time.monotonic()
         self._dirty = False
         self._size = 0
@@ -170,9 +170,11 @@ class AnnotationStore:
         return key in self._index
 
     def has(self, key: str) -> bool:
+        """Whether the store has a record for ``key``."""
         return key in self._index
 
     def status(self, key: str) -> str | None:
+        """The status of ``key``'s record, or ``None``."""
         e = self._index.get(key)
         return e.status if e else None
 
@@ -182,6 +184,7 @@ class AnnotationStore:
         return e.grade if e else None
 
     def get(self, key: str) -> dict[str, Any] | None:
+        """The record of ``key`` (read back from the file), or ``None``."""
         e = self._index.get(key)
         if e is None:
             return None
@@ -199,6 +202,7 @@ class AnnotationStore:
         return rec
 
     def keys(self) -> list[str]:
+        """Every key, in first-written order."""
         return list(self._index)
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -210,6 +214,7 @@ class AnnotationStore:
 
     # -- writing --------------------------------------------------------------------------------------
     def append(self, record: Mapping[str, Any]) -> None:
+        """Write one record (one complete line, fsync'd on the store's schedule)."""
         if "key" not in record or record.get("status") not in STATUSES:
             raise ValueError("a record needs a key and a status in ok/inconsistent/failed")
         data = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
@@ -233,12 +238,14 @@ class AnnotationStore:
             self._add(record, offset, len(data))
 
     def flush(self) -> None:
+        """fsync what was written since the last sync."""
         with self._mutex:
             if self._fd is not None and self._dirty:
                 os.fsync(self._fd)
                 self._last_sync, self._dirty = time.monotonic(), False
 
     def close(self) -> None:
+        """fsync and release the file and its lock."""
         self.flush()
         with self._mutex:
             if self._reader is not None:

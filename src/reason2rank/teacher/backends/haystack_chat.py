@@ -91,6 +91,7 @@ class HaystackBackend(Backend):
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
     ) -> list[GenerationResult]:
+        """Answer every message list through the generator's ``run``."""
         self._warm_up()
         results: list[GenerationResult] = []
         if self.max_in_flight == 1:
@@ -105,9 +106,9 @@ class HaystackBackend(Backend):
             futures = {pool.submit(self._one, m): i for i, m in enumerate(messages)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                out[i] = fut.result()
+                result = out[i] = fut.result()
                 if on_result is not None:
-                    on_result(i, out[i])
+                    on_result(i, result)
         return [r for r in out if r is not None]
 
 

@@ -101,7 +101,6 @@ class OpenAIBackend(Backend):
         self._send_temperature = True
         self.extra_body = dict(extra_body or {})
         self.name = name or f"openai:{model}"
-        self.retries_done = 0
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -119,6 +118,7 @@ class OpenAIBackend(Backend):
             return self._client, self._pool
 
     def close(self) -> None:
+        """Stop the worker threads and close the HTTP client."""
         with self._lock:
             pool, self._pool = self._pool, None
             client, self._client = self._client, None
@@ -136,6 +136,7 @@ class OpenAIBackend(Backend):
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
     ) -> list[GenerationResult]:
+        """Answer every message list (``max_in_flight`` requests at a time); see ``Backend.generate``."""
         if not messages:
             return []
         client, pool = self._resources()
@@ -149,9 +150,9 @@ class OpenAIBackend(Backend):
         try:
             for fut in as_completed(futures):
                 i = futures[fut]
-                results[i] = fut.result()
+                result = results[i] = fut.result()
                 if on_result is not None:
-                    on_result(i, results[i])
+                    on_result(i, result)
         except BaseException:  # Ctrl-C or a failing callback: drop what has not started
             for fut in futures:
                 fut.cancel()
@@ -241,8 +242,6 @@ class OpenAIBackend(Backend):
             if retry_after is not None:
                 delay = min(self.max_backoff, max(delay, retry_after))
             attempt += 1
-            with self._lock:
-                self.retries_done += 1
             time.sleep(delay)
 
 

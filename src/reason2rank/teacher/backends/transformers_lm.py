@@ -107,6 +107,7 @@ class TransformersBackend(Backend):
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
     ) -> list[GenerationResult]:
+        """Answer every message list with batched, left-padded generation; see ``Backend.generate``."""
         import torch
 
         prompts = [self.render(m) for m in messages]
@@ -180,4 +181,5 @@ class TransformersBackend(Backend):
         return results
 
     def close(self) -> None:
+        """Release the model."""
         self.model = None

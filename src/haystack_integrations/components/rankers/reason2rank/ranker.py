@@ -11,7 +11,6 @@ import asyncio
 import copy
 import dataclasses
 import functools
-import math
 import os
 import threading
 from typing import Any
@@ -21,7 +20,7 @@ from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 
 import reason2rank
 from reason2rank.reranker import Reranker
-from reason2rank.types import Doc, Query
+from reason2rank.types import Doc, Query, has_text
 
 logger = logging.getLogger(__name__)
 
@@ -34,13 +33,13 @@ _META_KEYS = (META_REASONING, META_EVIDENCE, META_COMPARISON)
 #: model_kwargs keys that have their own R2RRanker argument
 _OWN_ARGUMENTS = ("device", "token", "batch_size")
 
-#: the score given to documents without text: lower than any model score, so they sort last and any
-#: score_threshold removes them
-MISSING_CONTENT_SCORE = -math.inf
-
 # one lock for all instances: warm_up is rare, and a lock attribute would make the component impossible to
 # deep-copy or pickle
 _WARM_UP_LOCK = threading.Lock()
+
+
+class _NothingToScore(Reranker):
+    """Stands in for a model not loaded yet when no document has text: the core ranks them without a model."""
 
 
 def _check_top_k(top_k: Any) -> None:
@@ -69,7 +68,8 @@ class R2RRanker:
     how the document addresses the query; causal-LM models only), ``meta["r2r_evidence"]`` (the sentence of the
     document whose removal lowers its score most) and ``meta["r2r_comparison"]`` (why it outranks the next
     document; causal-LM models only). A value is ``None`` where the model cannot give it. Documents whose
-    ``content`` is ``None`` are kept, with a warning, scored ``-inf`` and placed last.
+    ``content`` is ``None`` are kept, with a warning, and placed last with a finite score below every scored
+    document (the core's policy for documents without text, the same in PyTerrier).
 
     Usage example:
     ```python
@@ -217,11 +217,13 @@ class R2RRanker:
         await asyncio.get_running_loop().run_in_executor(None, self.warm_up)
 
     # -- running ----------------------------------------------------------------------------------------------
-    def _text_of(self, doc: Document) -> str:
-        meta_values = [
+    def _title_of(self, doc: Document) -> str | None:
+        """The ``meta_fields_to_embed`` values joined with ``embedding_separator``: the model reads them before
+        the content, as a title, so that evidence is always a span of ``content``."""
+        values = [
             str(doc.meta[key]) for key in self.meta_fields_to_embed if key in doc.meta and doc.meta[key]
         ]
-        return self.embedding_separator.join([*meta_values, doc.content or ""])
+        return self.embedding_separator.join(values) or None
 
     @component.output_types(documents=list[Document])
     def run(
@@ -265,35 +267,24 @@ class R2RRanker:
                 n=len(documents) - len(unique),
             )
 
-        scorable = [i for i, doc in enumerate(unique) if doc.content is not None]
-        missing = [i for i, doc in enumerate(unique) if doc.content is None]
-        if missing:
-            logger.warning(
-                "R2RRanker got {n} document(s) without text content (content=None); they get score -inf and are "
-                "placed last: {ids}",
-                n=len(missing),
-                ids=", ".join(unique[i].id for i in missing[:5]) + (" ..." if len(missing) > 5 else ""),
-            )
-
         n_explain = min(explain, top_k)  # explanations past top_k would be cut anyway
+        # documents without content go to the core as documents without text: it ranks them last (see
+        # reason2rank.reranker) with a finite score, and warns once
+        core_docs = [
+            Doc(id=str(i), text=doc.content, title=self._title_of(doc)) for i, doc in enumerate(unique)
+        ]
+        if any(has_text(d) for d in core_docs):
+            self.warm_up()
+        reranker = self._reranker if self._reranker is not None else _NothingToScore()
         ranked: list[Document] = []
-        if scorable:
-            if self._reranker is None:
-                self.warm_up()
-            assert self._reranker is not None
-            core_docs = [Doc(id=str(i), text=self._text_of(unique[i])) for i in scorable]
-            for scored in self._reranker.rerank(Query(id="query", text=query), core_docs, explain=n_explain):
-                doc = unique[int(scored.doc.id)]
-                meta = {k: v for k, v in doc.meta.items() if k not in _META_KEYS}
-                if scored.rank < n_explain:
-                    meta[META_REASONING] = scored.reasoning
-                    meta[META_EVIDENCE] = scored.evidence
-                    meta[META_COMPARISON] = scored.comparison
-                ranked.append(dataclasses.replace(doc, score=scored.score, meta=meta))
-        for i in missing:
-            doc = unique[i]
+        for scored in reranker.rerank(Query(id="query", text=query), core_docs, explain=n_explain):
+            doc = unique[int(scored.doc.id)]
             meta = {k: v for k, v in doc.meta.items() if k not in _META_KEYS}
-            ranked.append(dataclasses.replace(doc, score=MISSING_CONTENT_SCORE, meta=meta))
+            if scored.rank < n_explain:
+                meta[META_REASONING] = scored.reasoning
+                meta[META_EVIDENCE] = scored.evidence
+                meta[META_COMPARISON] = scored.comparison
+            ranked.append(dataclasses.replace(doc, score=scored.score, meta=meta))
 
         ranked = ranked[:top_k]
         if score_threshold is not None:

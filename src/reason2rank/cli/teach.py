@@ -15,10 +15,12 @@ import json
 import sys
 from typing import Any
 
+from reason2rank.cli.common import add_candidate_args
+
 EXIT_OK, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 2
 
 
-def add_teach_parser(subparsers: Any) -> argparse.ArgumentParser:
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``teach`` subcommand (``func=run_teach``) to an argparse subparsers object."""
     p = subparsers.add_parser(
         "teach",
@@ -37,8 +39,6 @@ def add_teach_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--tasks", default="direct", help="comma-separated: direct, compare, listwise (default: direct)"
     )
-
-    from reason2rank.cli import add_candidate_args
 
     src = add_candidate_args(p)
     src.add_argument("--max-queries", type=int, default=None, help="only the first N queries")
@@ -145,6 +145,7 @@ def _err(msg: str) -> None:
 
 
 def run_teach(args: argparse.Namespace) -> int:
+    """Run ``reason2rank teach``; returns the exit status (see the module docstring)."""
     from reason2rank.teacher.annotate import Teacher, TeacherUnavailable
     from reason2rank.teacher.backends import parse_backend_spec
     from reason2rank.teacher.inputs import load_qrels, load_teacher_inputs

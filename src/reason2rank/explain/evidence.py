@@ -18,15 +18,16 @@ fp32) next to the model's weights.
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from reason2rank.explain import sentence_spans
+import torch
+
+from reason2rank.explain.sentences import sentence_spans
+from reason2rank.heads import load_linear_head, new_linear_head, save_linear_head
 from reason2rank.types import Doc
-
-if TYPE_CHECKING:
-    import torch
 
 EVIDENCE_HEAD_FILE = "evidence_head.safetensors"
 #: label of tokens that carry no evidence label (query, special, padding and title tokens)
@@ -36,12 +37,18 @@ Span = tuple[int, int]
 
 
 # -- locating the evidence ----------------------------------------------------------------------------------
-def find_evidence_span(text: str, evidence: str | None) -> Span | None:
-    """Character span of ``evidence`` in ``text``, or ``None`` when it is not there.
+def find_evidence_span(text: str | None, evidence: str | None) -> Span | None:
+    """Character span of ``evidence`` in ``text``, or ``None`` when it is not there — the one rule the teacher
+    (is the quote in the document?), the training set (keep it?) and the evidence head (which tokens?) use.
 
-    An exact match (of the evidence with surrounding whitespace trimmed) wins; otherwise the evidence is
-    matched ignoring case and all whitespace, and the match is mapped back to offsets of the original text
-    (the span starts and ends on non-whitespace characters). The first occurrence is returned.
+    Tried in turn, the first match wins (the first occurrence in the text):
+
+    1. the evidence with surrounding whitespace trimmed, verbatim;
+    2. ignoring case and all whitespace (punctuation must match), mapped back to offsets of the original text
+       (the span starts and ends on non-whitespace characters);
+    3. word by word after Unicode NFKC, case folding and quote/dash folding, punctuation ignored; an ellipsis
+       (``...``, ``…``, ``[...]``) separates fragments that must occur in order. The span runs from the first
+       word of the first fragment to the last word of the last one.
     """
     if not text or not evidence:
         return None
@@ -53,12 +60,58 @@ def find_evidence_span(text: str, evidence: str | None) -> Span | None:
         return i, i + len(needle)
     norm_text, index = _normalise(text)
     norm_needle, _ = _normalise(needle)
-    if not norm_needle:
+    if norm_needle:
+        j = norm_text.find(norm_needle)
+        if j >= 0:
+            return index[j], index[j + len(norm_needle) - 1] + 1
+    return _word_span(text, needle)
+
+
+def evidence_in_text(evidence: str, text: str) -> bool:
+    """Whether ``evidence`` occurs in ``text`` by the rule of ``find_evidence_span``."""
+    return find_evidence_span(text, evidence) is not None
+
+
+_QUOTES = str.maketrans(
+    {"\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"', "\u2013": "-", "\u2014": "-"}
+)
+_ELLIPSIS = re.compile(r"\.\.\.|\u2026|\[\s*\.\.\.\s*\]")
+_WORD = re.compile(r"\w+")
+
+
+def _words(text: str) -> list[tuple[str, int, int]]:
+    """(normalised word, start, end) of each word of ``text``; a run that normalises into several words keeps
+    the run's span for each."""
+    out: list[tuple[str, int, int]] = []
+    for m in _WORD.finditer(text):
+        norm = unicodedata.normalize("NFKC", m.group()).translate(_QUOTES).casefold()
+        out.extend((w, m.start(), m.end()) for w in _WORD.findall(norm))
+    return out
+
+
+def _word_span(text: str, evidence: str) -> Span | None:
+    words = _words(text)
+    hay = [w for w, _, _ in words]
+    fragments = [[w for w, _, _ in _words(f)] for f in _ELLIPSIS.split(evidence)]
+    fragments = [f for f in fragments if f]
+    if not fragments:
         return None
-    j = norm_text.find(norm_needle)
-    if j < 0:
-        return None
-    return index[j], index[j + len(norm_needle) - 1] + 1
+    pos, first = 0, -1
+    for frag in fragments:
+        found = _find_sublist(hay, frag, pos)
+        if found < 0:
+            return None
+        first = found if first < 0 else first
+        pos = found + len(frag)
+    return words[first][1], words[pos - 1][2]
+
+
+def _find_sublist(hay: Sequence[str], needle: Sequence[str], start: int) -> int:
+    n = len(needle)
+    for i in range(start, len(hay) - n + 1):
+        if hay[i] == needle[0] and list(hay[i : i + n]) == list(needle):
+            return i
+    return -1
 
 
 def _normalise(s: str) -> tuple[str, list[int]]:
@@ -163,49 +216,21 @@ def best_sentence(scores: Sequence[tuple[Span, float]], threshold: float) -> Spa
 # -- the head's weights -------------------------------------------------------------------------------------
 def new_evidence_head(hidden_size: int, device: str | torch.device | None = None) -> torch.nn.Linear:
     """A freshly initialised fp32 ``Linear(hidden_size, 1)`` (the trainer's starting point)."""
-    import torch
-
-    return torch.nn.Linear(hidden_size, 1, dtype=torch.float32, device=device)
+    return new_linear_head(hidden_size, device)
 
 
 def load_evidence_head(
-    path: str | os.PathLike, hidden_size: int, device: str | torch.device | None = None
+    path: str | os.PathLike[str], hidden_size: int, device: str | torch.device | None = None
 ) -> torch.nn.Linear:
-    """Read an evidence head from a safetensors file (keys ``weight`` and ``bias``) as an fp32 Linear in eval mode."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
+    """Read an evidence head (``reason2rank.heads``) as an fp32 Linear in eval mode."""
+    try:
+        return load_linear_head(path, hidden_size, device, what="evidence head")
+    except FileNotFoundError as e:
         raise FileNotFoundError(
-            f"no evidence head at {path}; train one with the distillation trainer or leave evidence_head unset"
-        )
-    state = load_file(str(path))
-    missing = {"weight", "bias"} - set(state)
-    if missing:
-        raise ValueError(f"evidence head {path} lacks the tensor(s) {sorted(missing)}")
-    weight, bias = state["weight"].float(), state["bias"].float()
-    if weight.numel() != hidden_size or bias.numel() != 1:
-        raise ValueError(
-            f"evidence head {path} has weight {tuple(weight.shape)} and bias {tuple(bias.shape)}; this model needs "
-            f"[1, {hidden_size}] and [1]"
-        )
-    layer = new_evidence_head(hidden_size)
-    layer.load_state_dict({"weight": weight.reshape(1, hidden_size), "bias": bias.reshape(1)})
-    return layer.to(device).eval()
+            f"{e}; train one with the distillation trainer or leave evidence_head unset"
+        ) from None
 
 
-def save_evidence_head(layer: torch.nn.Linear, path: str | os.PathLike) -> Path:
-    """Write ``layer`` as safetensors (``weight`` ``[1, H]``, ``bias`` ``[1]``, fp32) to ``path``."""
-    import torch
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    bias = layer.bias if layer.bias is not None else torch.zeros(1)
-    save_file(
-        {
-            "weight": layer.weight.detach().float().cpu().reshape(1, -1).contiguous(),
-            "bias": bias.detach().float().cpu().reshape(1).contiguous(),
-        },
-        str(path),
-    )
-    return path
+def save_evidence_head(layer: torch.nn.Linear, path: str | os.PathLike[str]) -> Path:
+    """Write the evidence head as safetensors (``reason2rank.heads``)."""
+    return save_linear_head(layer, path)

@@ -260,7 +260,7 @@ class MockChatServer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m reason2rank.teacher.mock_server --port 8000 --delay 0.2``: serve canned answers."""
+    """``python -m mock_openai_server --port 8000 --delay 0.2``: serve canned answers."""
     import argparse
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
