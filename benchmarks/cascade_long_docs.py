@@ -30,7 +30,10 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
 
-DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "trec-dl19"
+DEFAULT_DATA = (
+    Path(os.environ.get("R2R_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
+    / "trec-dl19"
+)
 
 
 def build_long_docs(candidates, tokenizer, min_tokens: int, seed: int):

@@ -77,7 +77,12 @@ def build_cross_encoder_dir(out: Path) -> Path:
 def main() -> None:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=str(here.parent.parent / "shared" / "data" / "trec-dl19"))
+    ap.add_argument(
+        "--data",
+        default=str(
+            Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
+        ),
+    )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)

@@ -63,7 +63,9 @@ from reason2rank.data import (  # noqa: E402
 from reason2rank.types import Doc, Query  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "beir-scifact"
+DEFAULT_DATA = (
+    Path(os.environ.get("R2R_SHARED_DATA") or HERE.parent.parent / "shared" / "data") / "beir-scifact"
+)
 DEFAULT_CACHE = Path("~/.cache/reason2rank/bench/scifact")
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100]
 

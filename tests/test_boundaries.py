@@ -35,7 +35,9 @@ def test_importing_every_core_module_loads_no_framework():
 
 
 def test_cli_help_imports_no_torch():
-    code = "import sys\nfrom reason2rank.cli import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"
+    code = (
+        "import sys\nfrom reason2rank.cli import build_parser\nbuild_parser()\nprint('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

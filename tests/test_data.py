@@ -27,15 +27,16 @@ from reason2rank.data import (
     write_trec_run,
 )
 from reason2rank.types import Doc, Query, ScoredDoc
+from shared_data import SHARED_DATA
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 MOJIBAKE = "1 Â¼ cup of flour â€” cafÃ©"
 
 
 @pytest.fixture
 def data_dir() -> Path:
     if not DATA.is_dir():
-        pytest.skip(f"shared development data not found at {DATA}")
+        pytest.skip(f"shared development data not found at {DATA} (set R2R_SHARED_DATA to point at it)")
     return DATA
 
 

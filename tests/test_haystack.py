@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import uuid
+import warnings
 
 import pytest
 
@@ -206,7 +207,7 @@ def test_duplicate_ids_are_dropped_keeping_the_first(tiny_bert_dir, caplog):
     dup = next(d for d in out if d.id == "dup")
     assert dup.content == TEXTS[1] and dup.meta == {"which": "first"}
     assert any(
-        "1 duplicate document" in r.getMessage() and r.levelno == logging.DEBUG for r in caplog.records
+        "dropped 1 document(s)" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records
     )
 
 
@@ -319,6 +320,7 @@ def test_warm_up_is_idempotent_and_passes_device_batch_size_and_token(count_load
                 "max_length": 64,
                 "device": "cpu",
                 "batch_size": 4,
+                "progress": False,
                 "token": "hf_secret",
             },
         )
@@ -332,7 +334,7 @@ def test_warm_up_is_idempotent_and_passes_device_batch_size_and_token(count_load
     lazy.run(query=QUERY, documents=make_docs())
     assert len(count_loads) == 2
     path, kwargs = count_loads[1]
-    assert path == "other" and set(kwargs) == {"device"}
+    assert path == "other" and set(kwargs) == {"device", "progress"} and kwargs["progress"] is False
     assert kwargs["device"] == ComponentDevice.resolve_device(None).to_torch_str()
 
 
@@ -378,6 +380,7 @@ def test_to_dict_from_dict_round_trip():
             "device": {"type": "single", "device": "cuda:1"},
             "token": {"type": "env_var", "env_vars": ["MY_HF_TOKEN"], "strict": False},
             "batch_size": 8,
+            "progress_bar": False,
             "model_kwargs": {"family": "bi-encoder", "dtype": "fp32", "max_length": 256},
         },
     }
@@ -447,3 +450,37 @@ def test_pipeline_bm25_then_ranker_survives_a_yaml_round_trip(minilm_dir):
 
     third = asyncio.run(loaded.run_async(inputs))["ranker"]["documents"]
     assert third == first
+
+
+def test_repeated_runs_warn_about_truncation_once_and_show_no_bar(tiny_bert_dir, capsys):
+    ranker = R2RRanker(
+        model=tiny_bert_dir, model_kwargs={**CE_KWARGS, "max_length": 16}, batch_size=2, explain=2
+    )
+    long_docs = [Document(content=t + " " + t) for t in TEXTS]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for query in (QUERY, "where is london", "music history"):
+            ranker.run(query=query, documents=long_docs)
+    truncation = [w for w in caught if "truncated" in str(w.message)]
+    assert len(truncation) == 1  # then logged, not warned, on every later call and explanation pass
+    err = capsys.readouterr().err
+    assert "it/s" not in err and "pair/s" not in err and "pair]" not in err
+
+
+def test_documents_dropped_as_duplicates_are_warned_about(tiny_bert_dir, caplog):
+    ranker = R2RRanker(model=tiny_bert_dir, model_kwargs=CE_KWARGS)
+    a, b = Document(content=""), Document(content=None)
+    assert a.id == b.id  # Haystack derives the id from the content and meta
+    with caplog.at_level(logging.WARNING):
+        out = ranker.run(query=QUERY, documents=[a, b, *make_docs()[:2]])["documents"]
+    assert len(out) == 3
+    assert any("dropped 1 document" in r.getMessage() and a.id in r.getMessage() for r in caplog.records)
+
+
+def test_evidence_is_a_span_of_the_content_never_of_embedded_meta(tiny_bert_dir):
+    ranker = R2RRanker(model=tiny_bert_dir, model_kwargs=CE_KWARGS, meta_fields_to_embed=["title"], explain=3)
+    docs = [Document(content=t, meta={"title": "What is the capital of France? A title."}) for t in TEXTS[:3]]
+    out = ranker.run(query=QUERY, documents=docs)["documents"]
+    for d in out[:3]:
+        ev = d.meta["r2r_evidence"]
+        assert ev is None or ev in d.content

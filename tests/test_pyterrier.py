@@ -63,6 +63,9 @@ TestR2RRerankerContract = pt.testing.transformer_test_class(
     lambda: R2RReranker("no-such-dir/model", explain=2, family="cross-encoder")
 )
 TestTextLoaderContract = pt.testing.transformer_test_class(lambda: TextLoader({"d1": "some text"}))
+TestLoaderThenRerankerContract = pt.testing.transformer_test_class(
+    lambda: TextLoader({"d1": "some text"}) >> R2RReranker("no-such-dir/model", family="cross-encoder")
+)
 
 
 def test_inspection_reports_inputs_outputs_and_short_label():

@@ -300,3 +300,36 @@ def test_engine_halves_batch_on_cuda_oom(monkeypatch):
     with pytest.warns(UserWarning, match="batch_size=1"):
         out = engine.run([{"input_ids": [1] * n} for n in (2, 3, 4)], forward, pad_token_id=0)
     assert out.tolist() == [2, 3, 4] and sizes == [3, 2, 1, 1, 1]  # 4 -> 2 -> 1
+
+
+def test_progress_policy_terminal_only_by_default_forced_with_true(monkeypatch, capsys):
+    import io
+
+    from reason2rank import progress
+
+    monkeypatch.delenv("R2R_NO_PROGRESS", raising=False)
+    monkeypatch.setattr(progress, "_stderr_is_tty", lambda: False)
+    assert not progress.progress_enabled(None) and progress.progress_enabled(True)
+    assert not progress.progress_enabled(False)
+    monkeypatch.setattr(progress, "_stderr_is_tty", lambda: True)
+    assert progress.progress_enabled(None)
+    monkeypatch.setenv("R2R_NO_PROGRESS", "1")
+    assert not progress.progress_enabled(True)
+    monkeypatch.delenv("R2R_NO_PROGRESS")
+    # forced onto a log file: redrawn at most every LOG_INTERVAL seconds, not once per batch
+    monkeypatch.setattr(progress, "_stderr_is_tty", lambda: False)
+    buf = io.StringIO()
+    monkeypatch.setattr("sys.stderr", buf)
+    bar = progress.progress_bar(1000, "scoring", True)
+    for _ in range(1000):
+        bar.update(1)
+    bar.close()
+    assert buf.getvalue().count("scoring") <= 3
+
+
+def test_no_progress_hides_transformers_loading_bar(tiny_bert_dir, capfd, monkeypatch):
+    from reason2rank import progress
+
+    monkeypatch.setattr(progress, "_stderr_is_tty", lambda: True)  # bars would show on a terminal
+    reason2rank.load(tiny_bert_dir, family="cross-encoder", progress=False)
+    assert "Loading weights" not in capfd.readouterr().err

@@ -84,7 +84,12 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
     print(
         f"demo data: {len(docs)} SciFact abstracts, {len(topics)} queries, {len(qrels)} judgements (CC BY-NC 2.0)"
     )
+
+    def step(message: str) -> None:
+        print(f"[{time.perf_counter() - t0:5.1f} s] {message}", flush=True)
+
     with contextlib.ExitStack() as stack:
+        step(f"indexing {len(docs)} abstracts with pyterrier-pisa ...")
         where = index_dir or stack.enter_context(tempfile.TemporaryDirectory(prefix="r2r-demo-"))
         records = ({"docno": d.id, "title": d.title or "", "text": d.text} for d in docs.values())
         with _quiet_fds():
@@ -98,7 +103,9 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
             bm25 = index.bm25(num_results=100)
             bm25(topics.head(1))  # first retrieval loads the index; keep its log lines quiet too
         text = TextLoader({d.id: d for d in docs.values()}, title_field="title")
+        step("loading all-MiniLM-L6-v2 ...")
         reranker = R2RReranker(minilm_path(), family="bi-encoder", title_field="title", verbose=False)
+        _ = reranker.reranker  # load now, so the timing below is the reranking only
         pipeline = bm25 % 50 >> text >> reranker
         print(
             "BM25: pyterrier-pisa (porter2); reranker: all-MiniLM-L6-v2 as a zero-shot bi-encoder (cosine)\n"
@@ -106,6 +113,9 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
         warnings.filterwarnings("ignore", message=r".*longer than max_length", category=UserWarning)
         warnings.filterwarnings(
             "ignore", message=r"There are shared pipeline components", category=UserWarning
+        )
+        step(
+            f"running BM25 and BM25 >> MiniLM over {len(topics)} queries (from 0.1 to a few seconds per query on 2 CPU cores) ..."
         )
         table = pt.Experiment(
             [bm25, pipeline],
@@ -121,6 +131,7 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
         )
 
         # show the first query whose reranked top document is judged relevant, with the evidence sentences
+        step("explaining the top 3 of one query (evidence by occlusion) ...")
         ranked = pipeline(topics)
         tops = ranked[ranked["rank"] == 0]
         hits = tops.merge(qrels[qrels.label > 0], on=["qid", "docno"])

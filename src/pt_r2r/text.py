@@ -232,7 +232,14 @@ class TextLoader(pt.Transformer):
         return texts, titles
 
     # -- the transformer --------------------------------------------------------------------------------
+    def transform_inputs(self) -> list[list[str]]:
+        """What ``pt.inspect`` is told it takes: a result frame, the frame it gets in a reranking pipeline (so
+        ``bm25 >> TextLoader(...) >> R2RReranker(...)`` inspects and composes). At run time any frame with a docno
+        column works."""
+        return [["qid", "query", self.docno_field]]
+
     def transform(self, inp: pd.DataFrame) -> pd.DataFrame:
+        """``inp`` with the text (and title) column looked up by docno."""
         pt.validate.columns(inp, includes=[self.docno_field])
         out = inp.copy()
         if len(inp) == 0:

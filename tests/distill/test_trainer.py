@@ -334,3 +334,78 @@ def test_data_spec_builds_the_training_set_from_qrels_files(tmp_path):
     dev = load_dev_set(spec, cfg)
     assert [d.id for d in dev.items[0][1]] == [c.doc.id for c in ts[0].candidates[1:]]
     assert dev.qrels["q0"] == {"q0d0": 1}
+
+
+def test_numbers_as_people_write_them_in_the_file_and_in_set(tmp_path):
+    from reason2rank.distill.config import TrainConfig
+
+    (tmp_path / "c.yaml").write_text(
+        "output_dir: out\nstudent: {model: m}\ndata: {train: t.jsonl}\ntrain: {lr: 3e-5, max_steps: 10}\n"
+    )
+    cfg = TrainConfig.from_yaml(tmp_path / "c.yaml")
+    assert cfg.train.lr == 3e-5 and isinstance(cfg.train.lr, float)
+    from reason2rank.distill.config import load_yaml
+
+    cfg = TrainConfig.from_yaml(
+        tmp_path / "c.yaml", {"train.lr": load_yaml("5e-5"), "train.head_lr": load_yaml("1E-3")}
+    )
+    assert (cfg.train.lr, cfg.train.head_lr) == (5e-5, 1e-3)
+    assert TrainConfig.from_yaml(tmp_path / "c.yaml", {"train.lr": 1}).train.lr == 1.0  # an int is a float
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"train.lr": "fast"}, r"train\.lr must be float, got 'fast' \(str\)$"),
+        (
+            {"train.max_steps": "10"},
+            r"train\.max_steps must be int or null, got '10' \(str\) \(write numbers without quotes\)",
+        ),
+        ({"train.batch_size": 2.5}, r"train\.batch_size must be int, got 2\.5"),
+        ({"seed": True}, r"seed must be int, got True"),
+        ({"student.lora": 3}, r"student\.lora must be dict or null"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_key_and_the_type(tmp_path, override, message):
+    from reason2rank.distill.config import TrainConfig
+
+    (tmp_path / "c.yaml").write_text("output_dir: out\nstudent: {model: m}\ndata: {train: t.jsonl}\n")
+    with pytest.raises(ValueError, match=message):
+        TrainConfig.from_yaml(tmp_path / "c.yaml", override)
+
+
+def test_cli_set_lr_in_scientific_notation_trains(tiny_bert_encoder_dir, tmp_path):
+    from distill_fixtures import toy_training_set
+
+    from reason2rank.cli import main
+
+    toy_training_set(4).save(tmp_path / "t.jsonl")
+    (tmp_path / "c.yaml").write_text(
+        f"output_dir: {tmp_path / 'run'}\nstudent: {{type: encoder, model: {tiny_bert_encoder_dir}, max_length: 64}}\n"
+        "data: {train: t.jsonl, group_size: 3}\ntrain: {max_steps: 1, batch_size: 2, lr: 3e-5, device: cpu}\n"
+    )
+    assert main(["train", "--config", str(tmp_path / "c.yaml"), "--set", "train.lr=5e-5"]) == 0
+    info = json.loads((tmp_path / "run" / "model" / "training.json").read_text())
+    assert info["config"]["train"]["lr"] == 5e-5
+
+
+def test_evidence_objective_without_evidence_in_the_data_is_refused(tiny_bert_encoder_dir, tmp_path):
+    from distill_fixtures import toy_training_set
+
+    from reason2rank.distill import TrainingSet, train
+
+    ts = toy_training_set(4)
+    for tq in ts:
+        for c in tq.candidates:
+            c.evidence = None
+    TrainingSet(ts.queries, ts.source).save(tmp_path / "t.jsonl")
+    cfg = {
+        "output_dir": str(tmp_path / "run"),
+        "student": {"type": "encoder", "model": tiny_bert_encoder_dir, "max_length": 64},
+        "data": {"train": str(tmp_path / "t.jsonl"), "group_size": 3},
+        "objectives": {"group_softmax_ce": 1.0, "evidence": 0.5},
+        "train": {"max_steps": 1, "batch_size": 2, "device": "cpu"},
+    }
+    with pytest.raises(ValueError, match="objective 'evidence' .* the training set has none"):
+        train(cfg)
+    assert not (tmp_path / "run" / "model").exists()  # nothing saved, so no untrained head can be used

@@ -111,7 +111,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g = p.add_argument_group("hf backend")
     g.add_argument("--batch-size", type=int, default=None, help="prompts per generate call (default 8)")
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda when available)")
-    g.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: bf16 on GPU)")
+    g.add_argument("--dtype", default=None, help="auto (default: bf16 on GPU), fp32, bf16, fp16")
 
     p.add_argument(
         "--dry-run", action="store_true", help="print the first prompt of each task; call no model"

@@ -27,10 +27,9 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Read the config (with overrides) and train."""
-    import yaml
-
     try:
         from reason2rank.distill import TrainConfig, train
+        from reason2rank.distill.config import load_yaml
     except ImportError as e:
         raise UsageError(f"training needs the train extra: pip install 'reason2rank[train]' ({e})") from e
     overrides = {}
@@ -38,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise UsageError(f"--set expects KEY=VALUE (e.g. train.lr=1e-4), got {item!r}")
-        overrides[key] = yaml.safe_load(value)
+        overrides[key] = load_yaml(value)
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     if args.no_resume:

@@ -22,6 +22,7 @@ __all__ = [
     "PathLike",
     "atomic_write",
     "check_field",
+    "check_writable",
     "file_error",
     "format_score",
     "iter_json_objects",
@@ -29,6 +30,7 @@ __all__ = [
     "open_text",
     "read_text",
     "require_file",
+    "staged_outputs",
     "write_text",
 ]
 
@@ -145,6 +147,40 @@ def check_field(value: str, what: str) -> str:
 def format_score(score: float) -> str:
     """A score as TREC files hold it (shortest repr that reads back to the same float)."""
     return repr(float(score))
+
+
+def check_writable(path: PathLike, what: str) -> Path:
+    """``path`` as a ``Path`` when a file can be written there, else an ``OSError`` naming ``what`` (e.g.
+    ``"--out"``) and what is wrong; meant to run before any long work."""
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise IsADirectoryError(f"{what} {str(path)!r} is a directory; give a file name")
+    if not parent.is_dir():
+        raise FileNotFoundError(
+            f"{what} {str(path)!r}: the directory {str(parent)!r} does not exist (create it first)"
+        )
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"{what} {str(path)!r}: the directory {str(parent)!r} is not writable")
+    return out
+
+
+@contextlib.contextmanager
+def staged_outputs(*paths: PathLike) -> Iterator[list[Path]]:
+    """Temporary paths next to each of ``paths`` (same suffixes, so ``.gz`` still compresses); when the block
+    succeeds every one is moved into place, when it fails none is and the temporary files are removed, so a
+    command writes all its outputs or none of them."""
+    finals = [Path(p) for p in paths]
+    tag = uuid.uuid4().hex[:12]
+    staged = [p.parent / f".r2r-{tag}-{p.name}" for p in finals]
+    try:
+        yield staged
+        for tmp, final in zip(staged, finals):
+            if tmp.exists():
+                os.replace(tmp, final)
+    finally:
+        for tmp in staged:
+            _remove_quietly(tmp)
 
 
 def require_file(path: PathLike, what: str) -> None:

@@ -27,7 +27,9 @@ Example (every key is optional except ``output_dir``, ``student.model`` and ``da
       eval_every: 100
       save_every: 100
 
-Relative paths are resolved against the YAML file's directory.
+Relative paths are resolved against the YAML file's directory. Numbers are read the way people write them
+(``lr: 3e-5`` and ``--set train.lr=5e-5`` are floats, although YAML 1.1 reads ``3e-5`` as a string); a value of
+the wrong type is an error naming the key and the type it needs.
 """
 
 from __future__ import annotations
@@ -36,10 +38,13 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
+import types
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 
 @dataclass
@@ -119,6 +124,8 @@ class TrainConfig:
             else:
                 kwargs[key] = value
         _check_keys(cls, kwargs, "config")
+        hints = typing.get_type_hints(cls)
+        kwargs = {k: v if k in sub else _check_type(v, hints[k], k) for k, v in kwargs.items()}
         cfg = cls(**kwargs)
         if base_dir is not None and cfg.base_dir is None:
             cfg.base_dir = str(base_dir)
@@ -134,7 +141,7 @@ class TrainConfig:
         if not p.is_file():
             raise FileNotFoundError(f"training config {p} does not exist")
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+            data = load_yaml(p.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{p} is not valid YAML: {e}") from e
         for dotted, value in (overrides or {}).items():
@@ -198,6 +205,77 @@ class TrainConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+# YAML 1.1 (PyYAML) reads 3e-5 and 1e4 as strings: a float needs a dot there. This resolver reads every
+# number form Python's float() accepts, as YAML 1.2 does.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that also reads ``5e-5`` / ``1E4`` as floats (YAML 1.2 numbers)."""
+    import yaml
+
+    class NumberLoader(yaml.SafeLoader):
+        pass
+
+    NumberLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+    return yaml.load(text, Loader=NumberLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """``value`` checked against the annotation ``tp`` (ints are accepted and converted for floats);
+    ``ValueError`` naming ``key`` and the type it needs."""
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        for option in options:
+            try:
+                return _check_type(value, option, key)
+            except ValueError:
+                continue
+        expected = " or ".join(_type_name(typing.get_origin(o) or o) for o in options)
+        hint = " (write numbers without quotes)" if _is_number(value) else ""
+        raise ValueError(f"{key} must be {expected}, got {value!r} ({type(value).__name__}){hint}")
+    base = origin or tp
+    ok = {
+        type(None): value is None,
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+        dict: isinstance(value, Mapping),
+        list: isinstance(value, (list, tuple)),
+    }.get(base)
+    if ok is None:  # a type this check does not know: leave it to validate()
+        return value
+    if not ok:
+        hint = " (write numbers without quotes)" if base in (int, float) and _is_number(value) else ""
+        raise ValueError(f"{key} must be {_type_name(base)}, got {value!r} ({type(value).__name__}){hint}")
+    return float(value) if base is float else value
+
+
 def _check_keys(cls: type, data: Mapping[str, Any], where: str) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
@@ -209,7 +287,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ValueError(f"'{where}' must be a mapping of keys, got {type(data).__name__}")
     _check_keys(cls, data, where)
-    return cls(**data)
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:

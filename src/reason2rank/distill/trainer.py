@@ -320,9 +320,16 @@ class Trainer:
             reasoning_per_query=s.reasoning_per_query if s.type == "decoder" else 0,
             comparisons_per_query=s.comparisons_per_query if s.type == "decoder" else 0,
         )
+        with_evidence = any(c.evidence for tq in train_set for c in tq.candidates)
+        if "evidence" in cfg.objectives and not with_evidence:
+            raise ValueError(
+                "objective 'evidence' trains the evidence head on the teacher's evidence sentences, but the training "
+                "set has none (a qrels teacher gives no evidence): remove 'evidence' from objectives, or build the "
+                "set from a teacher store with direct annotations. An untrained head would pick sentences at random."
+            )
         student: Any = build_student(cfg, device=acc.device)
         if s.type == "encoder":
-            student.tag_negatives = any(c.evidence for tq in train_set for c in tq.candidates)
+            student.tag_negatives = with_evidence
         total = self.total_steps(stream, acc.num_processes)
         optimizer = torch.optim.AdamW(_param_groups(student, t.lr, t.head_lr, t.weight_decay), lr=t.lr)
         scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total), total)

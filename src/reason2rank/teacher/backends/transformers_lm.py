@@ -40,8 +40,10 @@ class TransformersBackend(Backend):
 
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if isinstance(dtype, str):
-            dtype = getattr(torch, dtype)
+        if isinstance(dtype, str):  # the engine's vocabulary: auto, fp32, bf16, fp16 (and torch's names)
+            from reason2rank.engine import resolve_device, resolve_dtype
+
+            dtype = resolve_dtype(dtype, resolve_device(device))
         if isinstance(model, (str, Path)):
             path = str(model)
             self.name = name or f"hf:{path.rstrip('/')}"

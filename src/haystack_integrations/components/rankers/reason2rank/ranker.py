@@ -31,7 +31,7 @@ META_COMPARISON = "r2r_comparison"
 _META_KEYS = (META_REASONING, META_EVIDENCE, META_COMPARISON)
 
 #: model_kwargs keys that have their own R2RRanker argument
-_OWN_ARGUMENTS = ("device", "token", "batch_size")
+_OWN_ARGUMENTS = ("device", "token", "batch_size", "progress")
 
 # one lock for all instances: warm_up is rare, and a lock attribute would make the component impossible to
 # deep-copy or pickle
@@ -106,6 +106,7 @@ class R2RRanker:
         device: ComponentDevice | None = None,
         token: Secret | None = Secret.from_env_var(["HF_API_TOKEN", "HF_TOKEN"], strict=False),  # noqa: B008
         batch_size: int | None = None,
+        progress_bar: bool = False,
         model_kwargs: dict[str, Any] | None = None,
     ) -> None:
         """
@@ -124,6 +125,8 @@ class R2RRanker:
         :param token: The Hugging Face token for gated or private hub models; passed on only when it resolves.
         :param batch_size: Pairs per forward pass; ``None`` lets reason2rank choose (it halves the batch on
             CUDA out-of-memory either way).
+        :param progress_bar: Show a progress bar while scoring (off by default: the component runs once per
+            query, and a bar per query floods logs).
         :param model_kwargs: More keyword arguments for ``reason2rank.load``, e.g.
             ``{"family": "bi-encoder", "dtype": "fp32", "max_length": 256}``.
         """
@@ -155,6 +158,7 @@ class R2RRanker:
         self.device = device
         self.token = token
         self.batch_size = batch_size
+        self.progress_bar = bool(progress_bar)
         self.model_kwargs = dict(model_kwargs or {})
         self._reranker: Reranker | None = None
 
@@ -176,6 +180,7 @@ class R2RRanker:
             device=self.device.to_dict() if self.device is not None else None,
             token=self.token.to_dict() if self.token is not None else None,
             batch_size=self.batch_size,
+            progress_bar=self.progress_bar,
             model_kwargs=copy.deepcopy(self.model_kwargs),
         )
 
@@ -207,6 +212,7 @@ class R2RRanker:
             kwargs["device"] = device.to_torch_str()
             if self.batch_size is not None:
                 kwargs["batch_size"] = self.batch_size
+            kwargs["progress"] = self.progress_bar
             token = self.token.resolve_value() if self.token is not None else None
             if token is not None:
                 kwargs["token"] = token
@@ -262,9 +268,13 @@ class R2RRanker:
             seen.add(doc.id)
             unique.append(doc)
         if len(unique) < len(documents):
-            logger.debug(
-                "R2RRanker dropped {n} duplicate document(s) (same id), keeping the first of each",
-                n=len(documents) - len(unique),
+            kept_ids = {id(doc) for doc in unique}
+            dropped = [doc.id for doc in documents if id(doc) not in kept_ids]
+            logger.warning(
+                "R2RRanker dropped {n} document(s) whose id repeats an earlier one, keeping the first of each "
+                "(Haystack derives the id from content and meta, so e.g. content='' and content=None collide): {ids}",
+                n=len(dropped),
+                ids=", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else ""),
             )
 
         n_explain = min(explain, top_k)  # explanations past top_k would be cut anyway
