@@ -115,7 +115,8 @@ def pad_batch(
     return out
 
 
-def _is_oom(e: BaseException) -> bool:
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether ``e`` is a CUDA out-of-memory error."""
     oom = getattr(torch, "OutOfMemoryError", None) or getattr(torch.cuda, "OutOfMemoryError", None)
     return (oom is not None and isinstance(e, oom)) or "out of memory" in str(e).lower()
 
@@ -184,7 +185,7 @@ class Engine:
                         batch = pad_batch(feats, pad_token_id, padding_side, self.device)
                         out = forward(batch).float().cpu().numpy()
                     except (RuntimeError, MemoryError) as e:
-                        if self.device.type != "cuda" or not _is_oom(e) or batch_size == 1:
+                        if self.device.type != "cuda" or not is_out_of_memory(e) or batch_size == 1:
                             raise
                         torch.cuda.empty_cache()
                         batch_size = max(1, batch_size // 2)

@@ -10,8 +10,8 @@ import pytest
 
 from reason2rank.data import write_qrels
 from reason2rank.distill.dataset import Candidate, Comparison, TrainingQuery, TrainingSet
+from reason2rank.llm.backend import Backend, GenerationResult
 from reason2rank.teacher import AnnotationStore, PairPolicy, Teacher
-from reason2rank.teacher.backends import Backend, GenerationResult
 from reason2rank.types import Doc, Query
 
 # ------------------------------------------------------------------------------------ a scripted teacher

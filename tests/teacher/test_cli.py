@@ -111,7 +111,7 @@ def test_usage_errors_exit_2(tmp_path, candidates, capsys):
     )
     assert "--tasks must be a comma-separated subset of direct,compare,listwise" in capsys.readouterr().err
     assert teach(["--teacher", "gpt4", "--candidates", str(candidates), *base]) == 2
-    assert "unknown teacher 'gpt4'" in capsys.readouterr().err
+    assert "unknown LLM backend 'gpt4'" in capsys.readouterr().err
     assert (
         teach(
             ["--teacher", "openai:m@http://127.0.0.1:9", "--candidates", str(tmp_path / "none.json"), *base]

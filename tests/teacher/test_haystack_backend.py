@@ -11,8 +11,8 @@ import pytest
 from haystack.dataclasses import ChatMessage
 
 from mock_openai_server import MockChatServer
+from reason2rank.llm.haystack_backend import HaystackBackend, import_generator
 from reason2rank.teacher import Teacher, make_backend
-from reason2rank.teacher.backends.haystack_chat import HaystackBackend, import_generator
 from reason2rank.types import Doc, Query
 
 ITEMS = [
@@ -46,9 +46,10 @@ class EchoGenerator:
         return {"replies": [reply]}
 
 
-def test_a_chat_generator_object_is_used_as_it_is():
+def test_a_chat_generator_object_is_used_as_it_is_when_asked():
     gen = EchoGenerator()
-    with Teacher(gen, backend_options={"generation_kwargs": {"temperature": 0}}, abort_after_errors=10) as t:
+    options = {"generation_kwargs": {"temperature": 0}, "settings": "generator"}
+    with Teacher(gen, backend_options=options, abort_after_errors=10) as t:
         assert t.name == "haystack:EchoGenerator:echo-1"
         s = t.annotate(ITEMS)
         recs = list(t.store.records())
@@ -62,7 +63,7 @@ def test_a_chat_generator_object_is_used_as_it_is():
 
 def test_threads_when_more_in_flight():
     gen = EchoGenerator()
-    backend = HaystackBackend(gen, max_in_flight=4)
+    backend = HaystackBackend(gen, max_in_flight=4, settings="generator")
     msgs = [[{"role": "user", "content": f"q{i}"}] for i in range(10)]
     seen = []
     out = backend.generate(msgs, on_result=lambda i, r: seen.append(i))
@@ -82,7 +83,7 @@ def test_haystack_spec_string_imports_an_object_a_factory_or_a_class(monkeypatch
         import_generator("r2r_test_generators:nothing")
     with pytest.raises(ValueError, match="haystack:MODULE:ATTR"):
         import_generator("r2r_test_generators")
-    with pytest.raises(ValueError, match="unknown teacher"):
+    with pytest.raises(ValueError, match="unknown LLM backend"):
         make_backend("vertex:gemini")
 
 
@@ -109,3 +110,30 @@ def test_haystack_openai_chat_generator_against_the_local_server(monkeypatch):
         recs[0]["output"]["evidence"] == "Fleas live for weeks."
         and recs[0]["output"]["evidence_found"] is True
     )
+
+
+def test_settings_are_honoured_or_refused_never_dropped():
+    msgs = [[{"role": "user", "content": "q"}]]
+    # an unknown generator: the call's settings cannot be applied, so it refuses and says how to choose
+    with pytest.raises(ValueError, match="settings='generator'"):
+        HaystackBackend(EchoGenerator()).generate(msgs, max_new_tokens=7)
+    # your names for your generator
+    gen = EchoGenerator()
+    backend = HaystackBackend(gen, settings={"max_new_tokens": "n_tokens", "temperature": "temp"})
+    backend.generate(msgs, max_new_tokens=7, temperature=0.5)
+    assert gen.calls[-1][1] == {"n_tokens": 7, "temp": 0.5}
+    with pytest.raises(ValueError, match="no generation_kwargs name for 'seed'"):
+        backend.generate(msgs, seed=3)
+    # a known generator class: translated to its own names; the user's generation_kwargs win
+    OpenAIChatGenerator = type("OpenAIChatGenerator", (EchoGenerator,), {})
+    gen = OpenAIChatGenerator()
+    backend = HaystackBackend(gen, generation_kwargs={"temperature": 0.2})
+    backend.generate(msgs, max_new_tokens=9, temperature=0.0, seed=4, stop=("###",),
+                     json_schema={"type": "object"})  # fmt: skip
+    sent = gen.calls[-1][1]
+    assert sent["max_completion_tokens"] == 9 and sent["seed"] == 4 and sent["stop"] == ["###"]
+    assert sent["temperature"] == 0.2 and sent["response_format"]["json_schema"]["schema"] == {
+        "type": "object"
+    }
+    with pytest.raises(ValueError, match="cannot continue an answer prefix"):
+        backend.generate(msgs, prefix="<think>")

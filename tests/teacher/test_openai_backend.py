@@ -8,8 +8,8 @@ import pytest
 from teacher_replay import FLEA_DOCS, FLEA_QUERY, RECORDED, ScriptedResponder
 
 from mock_openai_server import MockChatServer, Reply
+from reason2rank.llm.openai_backend import OpenAIBackend
 from reason2rank.teacher import AnnotationStore, Teacher, TeacherUnavailable
-from reason2rank.teacher.backends.openai_http import OpenAIBackend
 from reason2rank.teacher.prompts import builtin_prompt
 
 FAST = {"timeout": 1.0, "backoff": 0.01, "max_backoff": 0.05, "max_in_flight": 4}

@@ -98,7 +98,7 @@ def test_template_parsing_rejects_mistakes(tmp_path):
         PromptTemplate.parse("# task: direct\n=== user ===\n{{document_a}}")
     with pytest.raises(ValueError, match="header '# task: ...' must be one of"):
         PromptTemplate.parse("=== user ===\n{{query}}")
-    with pytest.raises(ValueError, match="only the listwise task has per-passage sections"):
+    with pytest.raises(ValueError, match="only tasks with a list of passages .* have per-passage sections"):
         PromptTemplate.parse("# task: direct\n=== passage user ===\n{{query}}")
     with pytest.raises(
         ValueError, match=r"placeholder \{\{passage\}\} is not available in a 'listwise' user"

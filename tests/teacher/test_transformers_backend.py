@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from reason2rank.llm.backend import Backend
+from reason2rank.llm.transformers_backend import TransformersBackend
 from reason2rank.teacher import GenerationResult, Teacher, make_backend
-from reason2rank.teacher.backends import Backend
-from reason2rank.teacher.backends.transformers_lm import TransformersBackend
 from reason2rank.types import Doc, Query
 
 ITEMS = [

@@ -146,8 +146,8 @@ def _err(msg: str) -> None:
 
 def run_teach(args: argparse.Namespace) -> int:
     """Run ``reason2rank teach``; returns the exit status (see the module docstring)."""
+    from reason2rank.llm.backend import parse_backend_spec
     from reason2rank.teacher.annotate import Teacher, TeacherUnavailable
-    from reason2rank.teacher.backends import parse_backend_spec
     from reason2rank.teacher.inputs import load_qrels, load_teacher_inputs
     from reason2rank.teacher.pairs import PairPolicy
     from reason2rank.teacher.prompts import TASKS

@@ -35,8 +35,8 @@ Annotation record (one JSON line in the store; ``schema`` 1)::
     prompt_tokens, completion_tokens, doc_cut ("words:300"), elapsed_s, created (UTC ISO time)
 """
 
+from reason2rank.llm.backend import Backend, GenerationResult, make_backend
 from reason2rank.teacher.annotate import Teacher, TeacherUnavailable
-from reason2rank.teacher.backends import Backend, GenerationResult, make_backend
 from reason2rank.teacher.inputs import load_teacher_inputs
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import ParseError, evidence_in_text, extract_json

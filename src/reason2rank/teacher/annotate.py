@@ -22,9 +22,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from reason2rank.llm.backend import Backend, GenerationResult, GenerationSettings, Messages, make_backend
+from reason2rank.llm.cache import ResponseCache
+from reason2rank.llm.client import LLM, CallRecord, LLMRequest
 from reason2rank.progress import progress_bar
 from reason2rank.reranker import prepare_items
-from reason2rank.teacher.backends import Backend, GenerationResult, Messages, make_backend
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import (
     COMPARE_SCHEMA,
@@ -110,7 +112,9 @@ class Teacher:
     >>> summary = teacher.annotate(candidates, tasks=("direct", "compare"))       # doctest: +SKIP
 
     ``backend``: a spec string (``hf:...``, ``openai:MODEL[@URL]``, ``haystack:MODULE:ATTR``), a
-    ``Backend`` or a Haystack ChatGenerator; ``backend_options`` go to ``make_backend``.
+    ``Backend`` or a Haystack ChatGenerator; ``backend_options`` go to ``make_backend``. The calls go through
+    ``reason2rank.llm.LLM``: ``cache`` (a ``ResponseCache`` or a path) answers a repeated prompt without a
+    request, and ``teacher.llm.log`` records every call (tokens, latency, repaired or not).
     ``store``: a JSONL path, an ``AnnotationStore`` or ``None`` (in memory).
     ``max_words`` / ``max_tokens`` (+ ``tokenizer``; the hf backend's own by default) cut documents.
     ``window`` / ``stride``: listwise windows over each candidate list; ``pairs``: a ``PairPolicy``.
@@ -140,6 +144,7 @@ class Teacher:
         progress: bool | None = False,
         teacher_name: str | None = None,
         backend_options: Mapping[str, Any] | None = None,
+        cache: ResponseCache | str | Path | None = None,
     ):
         if max_tries < 1:
             raise ValueError(f"max_tries must be >= 1, got {max_tries}")
@@ -149,6 +154,7 @@ class Teacher:
             raise ValueError(f"stride must be >= 1, got {stride}")
         self._own_backend = not isinstance(backend, Backend)
         self.backend = make_backend(backend, **dict(backend_options or {}))
+        self.llm = LLM(self.backend, cache=cache)
         try:
             if max_tokens is not None:
                 tokenizer = tokenizer if tokenizer is not None else self.backend.tokenizer
@@ -342,6 +348,7 @@ class Teacher:
             def on_result(
                 i: int,
                 res: GenerationResult,
+                record: CallRecord,
                 pending: list[tuple[_Job, _Ask]] = pending,
                 handled: set[int] = handled,
             ) -> None:
@@ -351,16 +358,18 @@ class Teacher:
                     handled.add(i)
                     job, ask = pending[i]
                     self._on_result(job, ask, res, summary, counts, bar)
+                    record.repaired = bool(ask.flags) if ask.output is not None else None
+                    record.problems = list(ask.flags)
 
-            results = self.backend.generate(
-                [ask.next_messages() for _, ask in pending],
-                on_result=on_result,
-                json_schema=[ask.schema for _, ask in pending],
-                max_new_tokens=self.max_new_tokens,
-                temperature=self.temperature,
-            )
-            for i, res in enumerate(results):  # backends that do not call on_result
-                on_result(i, res)
+            requests = [
+                LLMRequest(
+                    ask.next_messages(),
+                    GenerationSettings(self.max_new_tokens, self.temperature, json_schema=ask.schema),
+                    {"purpose": f"teach {job.task}", "qid": job.query.id, "key": job.key},
+                )
+                for job, ask in pending
+            ]
+            self.llm.generate(requests, on_result=on_result)
             if self._consecutive_errors >= self.abort_after_errors:
                 raise TeacherUnavailable(
                     f"{self._consecutive_errors} requests in a row got no answer from {self.name}; "
@@ -518,6 +527,8 @@ class Teacher:
             self.store.close()
         if self._own_backend:
             self.backend.close()
+        if self.llm.cache is not None:
+            self.llm.cache.close()
 
     def __enter__(self) -> Teacher:
         return self

@@ -25,7 +25,8 @@ from typing import Any
 
 import httpx
 
-from reason2rank.teacher.backends import Backend, GenerationResult, Messages, OnResult, schema_for
+from reason2rank.llm.backend import Backend, GenerationResult, Messages, OnResult, schema_for
+from reason2rank.llm.reasoning import reasoning_field
 
 #: statuses worth retrying: rate limits, timeouts, conflicts and server errors
 RETRY_STATUSES = frozenset({408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529})
@@ -46,6 +47,8 @@ class OpenAIBackend(Backend):
       or force one of ``json_schema``, ``json_object``, ``none``.
     - a server that rejects ``max_tokens`` in favour of ``max_completion_tokens``, or any ``temperature``
       (reasoning models), gets the request again in the form it accepts; the change is remembered.
+    - ``assistant_prefill``: the server continues a final assistant message (vLLM's ``continue_final_message``),
+      so a ``prefix`` setting can be honoured;
     - ``extra_body``: fields merged into every request (e.g. vLLM's
       ``{"chat_template_kwargs": {"enable_thinking": false}}``).
     """
@@ -65,6 +68,7 @@ class OpenAIBackend(Backend):
         response_format: str = "auto",
         extra_body: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
+        assistant_prefill: bool = False,
         name: str | None = None,
     ):
         if not model:
@@ -101,6 +105,9 @@ class OpenAIBackend(Backend):
         self._send_temperature = True
         self.extra_body = dict(extra_body or {})
         self.name = name or f"openai:{model}"
+        self.supported_options = frozenset(
+            {"top_p", "seed", "stop"} | ({"prefix"} if assistant_prefill else set())
+        )
         self._client: httpx.Client | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
@@ -135,14 +142,26 @@ class OpenAIBackend(Backend):
         json_schema: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
+        **options: Any,
     ) -> list[GenerationResult]:
-        """Answer every message list (``max_in_flight`` requests at a time); see ``Backend.generate``."""
+        """Answer every message list (``max_in_flight`` requests at a time); see ``Backend.generate``.
+
+        ``top_p``, ``seed`` and ``stop`` go into the request; ``prefix`` is sent as a final assistant message the
+        server continues (``continue_final_message``, as vLLM does) when the backend was built with
+        ``assistant_prefill=True``, and refused otherwise."""
+        self.check_options(options)
         if not messages:
             return []
         client, pool = self._resources()
         futures: dict[Future[GenerationResult], int] = {
             pool.submit(
-                self._request, client, messages[i], schema_for(json_schema, i), max_new_tokens, temperature
+                self._request,
+                client,
+                messages[i],
+                schema_for(json_schema, i),
+                max_new_tokens,
+                temperature,
+                options,
             ): i
             for i in range(len(messages))
         }
@@ -160,12 +179,27 @@ class OpenAIBackend(Backend):
         return [r for r in results if r is not None]
 
     def _payload(
-        self, messages: Messages, schema: Mapping[str, Any] | None, max_new_tokens: int, temperature: float
+        self,
+        messages: Messages,
+        schema: Mapping[str, Any] | None,
+        max_new_tokens: int,
+        temperature: float,
+        options: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
+        options = options or {}
         payload: dict[str, Any] = {"model": self.model, "messages": list(messages)}
         if self._send_temperature:
             payload["temperature"] = temperature
         payload[self._max_tokens_field] = max_new_tokens
+        for key in ("top_p", "seed"):
+            if key in options:
+                payload[key] = options[key]
+        if options.get("stop"):
+            payload["stop"] = list(options["stop"])
+        if options.get("prefix"):
+            payload["messages"] = [*payload["messages"], {"role": "assistant", "content": options["prefix"]}]
+            payload["continue_final_message"] = True
+            payload["add_generation_prompt"] = False
         payload.update(self.extra_body)
         fmt = _FORMATS[self._format_level]
         if schema is not None and fmt == "json_schema":
@@ -205,13 +239,15 @@ class OpenAIBackend(Backend):
         schema: Mapping[str, Any] | None,
         max_new_tokens: int,
         temperature: float,
+        options: Mapping[str, Any] | None = None,
     ) -> GenerationResult:
         attempt = adaptations = 0
         last_error = "no attempt made"
+        started = time.perf_counter()
         while True:
             retry_after: float | None = None
             level = self._format_level
-            payload = self._payload(messages, schema, max_new_tokens, temperature)
+            payload = self._payload(messages, schema, max_new_tokens, temperature, options)
             try:
                 resp = client.post(self.url, json=payload)
             except httpx.TimeoutException:
@@ -221,7 +257,7 @@ class OpenAIBackend(Backend):
             else:
                 status = resp.status_code
                 if status == 200:
-                    result = _parse_completion(resp)
+                    result = _parse_completion(resp, time.perf_counter() - started)
                     if result is not None:
                         return result
                     last_error = f"HTTP 200 with an unreadable body: {resp.text[:200]!r}"
@@ -260,11 +296,13 @@ def _retry_after(resp: httpx.Response) -> float | None:
         return None
 
 
-def _parse_completion(resp: httpx.Response) -> GenerationResult | None:
+def _parse_completion(resp: httpx.Response, latency_s: float = 0.0) -> GenerationResult | None:
     try:
         body = resp.json()
         choice = body["choices"][0]
         message = choice.get("message") or {}
+        if not isinstance(message, dict):
+            return None
     except (ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
     content = message.get("content")
@@ -279,6 +317,8 @@ def _parse_completion(resp: httpx.Response) -> GenerationResult | None:
         prompt_tokens=_int(usage.get("prompt_tokens")),
         completion_tokens=_int(usage.get("completion_tokens")),
         finish_reason=choice.get("finish_reason"),
+        reasoning=reasoning_field(message),  # reasoning servers return it apart (vLLM: "reasoning")
+        latency_s=latency_s,
     )
 
 
