@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import numpy as np
@@ -195,10 +196,9 @@ def test_causal_lm_token_readout_equals_plain_forward(arch_dir, request):
     feats, _ = model.encode_pairs([QUERY], [DOCS[0]])
     rendered = tok.decode(feats[0]["input_ids"])
     # the prompt is the chat template with the query and the document in place, ending in the generation prompt
-    messages = [
-        {"role": "system", "content": model.template.score.system},
-        {"role": "user", "content": model.template.score.user.format(query=QUERY, document=DOCS[0])},
-    ]
+    bundle = model.template.source  # the yes_no prompt as the JSON file writes it
+    user = bundle["user"].replace("{{query}}", QUERY).replace("{{document}}", DOCS[0])
+    messages = [{"role": "system", "content": bundle["system"]}, {"role": "user", "content": user}]
     assert rendered == tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     got = {int(sd.doc.id): sd.score for sd in model.rerank(QUERY, DOCS[:3])}
     for i in range(3):
@@ -296,3 +296,18 @@ def test_save_unmerged_adapter_keeps_adapter_separate(tiny_llama_dir, tiny_llama
     after = _scores(again, _items())
     for k in before:
         assert after[k] == pytest.approx(before[k], abs=1e-5)
+
+
+def test_a_prompt_bundle_written_before_version_2_still_opens(tiny_llama_dir, tmp_path):
+    legacy = {"name": "old", "version": 1, "system": "S", "user": "Q: {query}\nD: {document}",
+              "readout": {"type": "tokens", "positive": "yes", "negative": "no"},
+              "reasoning": {"user": "why {query} / {document}"}}  # fmt: skip
+    old = reason2rank.load(tiny_llama_dir, family="causal-lm", prompt_template=legacy, **FP32)
+    new = reason2rank.load(
+        tiny_llama_dir, family="causal-lm", **FP32,
+        prompt_template={**legacy, "user": "Q: {{query}}\nD: {{document}}", "reasoning": {"user": "why {{query}} / {{document}}"}},
+    )  # fmt: skip
+    assert old.encode_pairs([QUERY], [DOCS[0]]) == new.encode_pairs([QUERY], [DOCS[0]])
+    out = old.save(tmp_path / "m")
+    saved = json.loads((out / "prompt_template.json").read_text())
+    assert saved["version"] == 2 and saved["user"] == "Q: {{query}}\nD: {{document}}"

@@ -16,104 +16,21 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from reason2rank.engine import Features, pad_batch
+from reason2rank.engine import Features
 from reason2rank.heads import load_linear_head, new_linear_head, save_linear_head
 from reason2rank.model_dir import resolve_in
 from reason2rank.scorers.base import TransformerReranker, attach_adapter
+from reason2rank.scorers.scoring_prompts import PromptPart, load_prompt_template
 from reason2rank.types import Doc, Query
 
 READOUTS = ("tokens", "rank_head")
 RANK_HEAD_FILE = "rank_head.safetensors"
 _SLOT = "\ue000R2R_SLOT_{}\ue000"
-
-
-@dataclass(frozen=True)
-class PromptPart:
-    """One chat turn pattern: system and user text with ``{query}`` and document slots."""
-
-    user: str
-    system: str | None = None
-    assistant_prefix: str = ""
-    max_new_tokens: int = 96
-
-
-@dataclass(frozen=True)
-class PromptTemplate:
-    name: str
-    version: int
-    score: PromptPart
-    readout: dict[str, Any] = field(default_factory=dict)
-    reasoning: PromptPart | None = None
-    comparison: PromptPart | None = None
-    source: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PromptTemplate:
-        """A template from its JSON object (``{"user": ..., "readout": ..., "reasoning": ..., ...}``)."""
-        if "user" not in data or "{document}" not in data["user"] or "{query}" not in data["user"]:
-            raise ValueError("a prompt template needs a 'user' text containing both {query} and {document}")
-
-        def part(d: dict[str, Any] | None, slots: tuple[str, ...]) -> PromptPart | None:
-            if not d:
-                return None
-            for s in slots:
-                if "{" + s + "}" not in d.get("user", ""):
-                    raise ValueError(f"prompt template part needs {{{s}}} in its 'user' text: {d!r}")
-            return PromptPart(
-                user=d["user"],
-                system=d.get("system"),
-                assistant_prefix=d.get("assistant_prefix", ""),
-                max_new_tokens=int(d.get("max_new_tokens", 96)),
-            )
-
-        score = part(data, ("query", "document"))
-        assert score is not None  # checked above: data has a user text
-        return cls(
-            name=data.get("name", "custom"),
-            version=int(data.get("version", 1)),
-            score=score,
-            readout=dict(data.get("readout") or {}),
-            reasoning=part(data.get("reasoning"), ("query", "document")),
-            comparison=part(data.get("comparison"), ("query", "document_a", "document_b")),
-            source=data,
-        )
-
-
-def builtin_prompts() -> list[str]:
-    """Names of the prompt templates shipped with the package."""
-    return sorted(
-        p.name[:-5] for p in resources.files("reason2rank.prompts").iterdir() if p.name.endswith(".json")
-    )
-
-
-def load_prompt_template(
-    spec: str | os.PathLike | dict[str, Any], base_dir: Path | None = None
-) -> PromptTemplate:
-    """A dict, a JSON file path (relative paths resolve against ``base_dir``) or a built-in prompt name."""
-    if isinstance(spec, dict):
-        return PromptTemplate.from_dict(spec)
-    spec_s = str(spec)
-    candidates = [Path(spec_s)]
-    if base_dir is not None:
-        candidates.insert(0, base_dir / spec_s)
-    for path in candidates:
-        if path.is_file():
-            return PromptTemplate.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    name = spec_s[:-5] if spec_s.endswith(".json") else spec_s
-    if name in builtin_prompts():
-        text = resources.files("reason2rank.prompts").joinpath(name + ".json").read_text(encoding="utf-8")
-        return PromptTemplate.from_dict(json.loads(text))
-    raise FileNotFoundError(
-        f"prompt template {spec_s!r} not found (looked for {', '.join(str(c) for c in candidates)} and the "
-        f"built-in prompts: {', '.join(builtin_prompts())})"
-    )
 
 
 class CausalLMReranker(TransformerReranker):
@@ -170,7 +87,8 @@ class CausalLMReranker(TransformerReranker):
         else:
             head_path = rank_head or self.readout.get("file") or RANK_HEAD_FILE
             self.rank_head = self._load_rank_head(head_path, base_dir)
-        self._segments_cache: dict[tuple, list[list[int] | int]] = {}
+        self._segments_cache: dict[tuple[Any, ...], list[list[int] | int]] = {}
+        self._generator: Any = None
 
     # -- set-up -------------------------------------------------------------------------------------
     def _single_token(self, token_id: Any, word: Any) -> int:
@@ -199,17 +117,13 @@ class CausalLMReranker(TransformerReranker):
     # -- prompt building ----------------------------------------------------------------------------
     def _render(self, part: PromptPart, query: str, slots: Sequence[str]) -> list[str | int]:
         """Render the chat prompt; returns text segments with slot numbers where documents go."""
-        user = part.user.replace("{query}", query)
-        for i, name in enumerate(slots):
-            user = user.replace("{" + name + "}", _SLOT.format(i))
-        messages = ([{"role": "system", "content": part.system}] if part.system else []) + [
-            {"role": "user", "content": user}
-        ]
+        values = {"query": query, **{name: _SLOT.format(i) for i, name in enumerate(slots)}}
+        messages = part.template.render(values)
         if getattr(self.tokenizer, "chat_template", None):
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         else:
             text = "\n\n".join(m["content"] for m in messages) + "\n"
-        text += part.assistant_prefix
+        text += part.prefix
         pieces: list[str | int] = []
         rest = text
         while True:
@@ -318,25 +232,14 @@ class CausalLMReranker(TransformerReranker):
         features, truncated = self.build_features(part, queries, doc_groups, slots)
         self.truncation.report(truncated, len(features), what="reasoning prompts")
         max_new = self.max_new_tokens or part.max_new_tokens
-        texts: list[str | None] = [None] * len(features)
-        order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
-        bs = self.engine.batch_size
-        with torch.inference_mode():
-            for start in range(0, len(order), bs):
-                idx = order[start : start + bs]
-                batch = pad_batch([features[i] for i in idx], self.pad_token_id, "left", self.engine.device)
-                out = self.model.generate(
-                    **batch,
-                    max_new_tokens=max_new,
-                    do_sample=False,
-                    num_beams=1,
-                    pad_token_id=self.pad_token_id,
-                )
-                new = out[:, batch["input_ids"].shape[1] :]
-                for j, i in enumerate(idx):
-                    text = self.tokenizer.decode(new[j], skip_special_tokens=True).strip()
-                    texts[i] = text or None
-        return texts
+        if self._generator is None:  # the one generation loop (reason2rank.llm.decoding), on this model
+            from reason2rank.llm.transformers_backend import TransformersBackend
+
+            self._generator = TransformersBackend(
+                self.model, self.tokenizer, batch_size=self.engine.batch_size, name=f"hf:{self.model_name_or_path}"
+            )
+        results = self._generator.generate_ids([f["input_ids"] for f in features], max_new_tokens=max_new)
+        return [r.text.strip() or None for r in results]
 
     def generate_reasoning(self, query: Query, docs: Sequence[Doc]) -> list[str | None]:
         """Greedy reasoning for each document, from the template's reasoning prompt (``None`` without one)."""
