@@ -18,16 +18,22 @@ from reason2rank.locations import is_hub_id
 from reason2rank.model_dir import R2R_CONFIG, check_model_dir, check_version, read_r2r_config, resolve_in
 from reason2rank.reranker import Reranker
 
+#: families: pointwise scorers, the cascade, and the LLM ranking strategies (which return orders)
 FAMILIES: dict[str, str] = {
     "cross-encoder": "reason2rank.scorers.cross_encoder:CrossEncoderReranker",
     "bi-encoder": "reason2rank.scorers.bi_encoder:BiEncoderReranker",
     "causal-lm": "reason2rank.scorers.causal_lm:CausalLMReranker",
     "cascade": "reason2rank.cascade:CascadeReranker",
+    "listwise": "reason2rank.strategies.listwise:ListwiseReranker",
+    "setwise": "reason2rank.strategies.setwise:SetwiseReranker",
+    "pairwise": "reason2rank.strategies.pairwise:PairwiseReranker",
+    "two-stage": "reason2rank.strategies.two_stage:TwoStageReranker",
 }
 _ALIASES = {
     "cross_encoder": "cross-encoder", "crossencoder": "cross-encoder", "cross": "cross-encoder",
     "bi_encoder": "bi-encoder", "biencoder": "bi-encoder", "dense": "bi-encoder",
     "causal_lm": "causal-lm", "causallm": "causal-lm", "llm": "causal-lm", "decoder": "causal-lm",
+    "two_stage": "two-stage", "dear": "two-stage", "rankgpt": "listwise", "prp": "pairwise",
 }  # fmt: skip
 _META_KEYS = {"format", "version", "family", "backbone", "description"}
 
@@ -52,6 +58,9 @@ def load(path_or_id: str | os.PathLike, *, family: str | None = None, **kwargs: 
     ``family`` is needed only when there is no ``r2r_model.json``; keyword arguments (``batch_size``,
     ``device``, ``dtype``, ``max_length``, ``adapter``, ...) override the file's settings.
     """
+    if family is not None and kwargs.get("backend") is not None and not Path(str(path_or_id)).exists():
+        # an LLM strategy over a backend (openai:..., haystack:...): the model is the backend's
+        return family_class(family)(None, **kwargs)
     hub_kwargs = {k: kwargs.get(k) for k in ("token", "revision")}
     cfg, root = read_r2r_config(path_or_id, **hub_kwargs)
     if cfg is None:
@@ -68,6 +77,10 @@ def load(path_or_id: str | os.PathLike, *, family: str | None = None, **kwargs: 
 
     check_version(cfg, root)
     cls = family_class(family or cfg["family"])
+    if cfg.get("backbone", ".") is None:  # a composite model (two stages): its parts are model directories
+        options = {k: v for k, v in cfg.items() if k not in _META_KEYS}
+        options.update(kwargs)
+        return cls(str(root), model_dir=str(root), **options)
     backbone = str(cfg.get("backbone", "."))
     backbone_path = (root / backbone) if root is not None and not os.path.isabs(backbone) else Path(backbone)
     if backbone_path.is_dir():

@@ -30,6 +30,7 @@ __all__ = [
     "MISSING_TEXT_OFFSET",
     "DocLike",
     "QueryLike",
+    "RankedList",
     "Ranking",
     "Reranker",
     "prepare_items",
@@ -46,13 +47,38 @@ class Ranking:
     """What a family returns for one query.
 
     ``scores`` are aligned with the documents the family was given (higher is better; equal scores keep the
-    input order). ``evidence`` and ``reasoning`` map a document's index to what the family found while ranking
-    (``None``: it looked and found nothing); ``explain=k`` uses them for the top-k instead of asking again.
+    input order). Families that produce an *order* (listwise, setwise, pairwise) give it with ``from_order``:
+    the document at position ``p`` of ``n`` scores ``n - p`` (monotonic, comparable within the query only).
+    ``evidence``, ``reasoning`` and ``comparisons`` (why a document outranks the one after it in the final order)
+    map a document's index to what the family found while ranking (``None``: it looked and found nothing);
+    ``explain=k`` uses them for the top-k instead of asking again. ``info`` holds per-query accounting (LLM calls,
+    tokens, repaired answers), which ``rerank_batch`` returns on each list as ``RankedList.info``.
     """
 
     scores: np.ndarray
     evidence: dict[int, str | None] = field(default_factory=dict)
     reasoning: dict[int, str | None] = field(default_factory=dict)
+    comparisons: dict[int, str | None] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_order(cls, order: Sequence[int], **kwargs: Any) -> Ranking:
+        """A ranking whose scores come from an order of the documents (indices, best first; a permutation)."""
+        n = len(order)
+        if sorted(order) != list(range(n)):
+            raise ValueError(f"an order must be a permutation of range({n}), got {list(order)}")
+        scores = np.zeros(n, dtype=np.float64)
+        for position, i in enumerate(order):
+            scores[i] = float(n - position)
+        return cls(scores, **kwargs)
+
+
+class RankedList(list):
+    """One query's ranked ``ScoredDoc`` list, with ``info``: what ranking it cost (LLM calls, tokens, ...)."""
+
+    def __init__(self, items: Sequence[ScoredDoc] = (), info: dict[str, Any] | None = None) -> None:
+        super().__init__(items)
+        self.info: dict[str, Any] = dict(info or {})
 
 
 class Reranker:
@@ -128,20 +154,30 @@ class Reranker:
                     f"{type(self).__name__} returned {len(rankings)} rankings for {len(work)} queries"
                 )
         results: list[list[ScoredDoc]] = [rank_docs(docs, np.zeros(0), scored=()) for _, docs in prepared]
+        infos: list[dict[str, Any]] = [{} for _ in prepared]
         evidence: list[dict[str, str | None]] = [{} for _ in prepared]
         reasoning: list[dict[str, str | None]] = [{} for _ in prepared]
+        comparisons: list[dict[str, str | None]] = [{} for _ in prepared]
         for (qi, idx), ranking in zip(work, rankings):
             docs = prepared[qi][1]
             results[qi] = rank_docs(docs, ranking.scores, scored=idx)
+            infos[qi] = ranking.info
             evidence[qi] = {docs[idx[j]].id: text for j, text in ranking.evidence.items()}
             reasoning[qi] = {docs[idx[j]].id: text for j, text in ranking.reasoning.items()}
+            comparisons[qi] = {docs[idx[j]].id: text for j, text in ranking.comparisons.items()}
         if explain:
             from reason2rank.explain import explain_top_k
 
             results = explain_top_k(
-                self, [q for q, _ in prepared], results, explain, evidence=evidence, reasoning=reasoning
+                self,
+                [q for q, _ in prepared],
+                results,
+                explain,
+                evidence=evidence,
+                reasoning=reasoning,
+                comparisons=comparisons,
             )
-        return results
+        return [RankedList(r, info) for r, info in zip(results, infos)]
 
     def describe(self) -> dict[str, Any]:
         """A short description (family, model) used by adapters for repr and by ``save``."""

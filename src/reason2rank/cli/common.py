@@ -26,9 +26,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """--model, --family, --batch-size, --max-length, --device, --dtype, --no-progress."""
     p.add_argument("--model", required=True, help="model directory (with r2r_model.json) or hub id")
     p.add_argument("--family", help="model family when the directory has no r2r_model.json "
-                   "(cross-encoder, bi-encoder, causal-lm, cascade)")  # fmt: skip
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--max-length", type=int, default=None)
+                   "(cross-encoder, bi-encoder, causal-lm, cascade, listwise, setwise, pairwise, two-stage)")  # fmt: skip
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="inputs per forward pass (default 32 CPU, 64 GPU)"
+    )
+    p.add_argument("--max-length", type=int, default=None,
+                   help="tokens per input: longer documents are cut (LLM strategies: the context length)")  # fmt: skip
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
     p.add_argument("--dtype", default=None, help="auto (default), fp32, bf16, fp16")
     p.add_argument("--no-progress", action="store_true", help="switch off progress bars")

@@ -27,7 +27,52 @@ def add_parser(sub: Any) -> None:
         help="JSONL of explanations, one line per explained document (needed with --explain; rank 1-based, "
         "as in the run)",
     )
+    g = p.add_argument_group("LLM ranking strategies (--strategy listwise | setwise | pairwise)")
+    g.add_argument("--strategy", choices=["listwise", "setwise", "pairwise"],
+                   help="rank with an LLM: --model is the LLM's directory or hub id, or give --backend")  # fmt: skip
+    g.add_argument("--backend", help="LLM backend instead of a local model: openai:MODEL@URL, hf:PATH, vllm:PATH, "
+                   "haystack:MODULE:ATTR")  # fmt: skip
+    g.add_argument("--prompt", help="prompt template: a built-in name (listwise: rankzephyr_v1, rankgpt_v1, "
+                   "reasoning_v1; setwise: plain_v1, rank_r1_v1; pairwise: prp_v1, reasoning_v1) or a file")  # fmt: skip
+    g.add_argument("--window", type=int, help="listwise window (default 20)")
+    g.add_argument("--stride", type=int, help="listwise stride (default 10)")
+    g.add_argument("--num-child", type=int, help="setwise children per heap node (default 3)")
+    g.add_argument("--k", type=int, help="setwise documents to extract / pairwise passes (default 10)")
+    g.add_argument("--mode", choices=["sorting", "allpairs"], help="pairwise mode (default sorting)")
+    g.add_argument("--readout", choices=["generation", "likelihood"], help="setwise/pairwise read-out")
+    g.add_argument("--rerank-depth", type=int, help="rerank only the top N of each query with the LLM")
+    g.add_argument("--max-new-tokens", type=int, help="answer token budget")
+    g.add_argument("--cache", help="response cache file (SQLite): a rerun of the same prompts costs nothing")
+    g.add_argument("--llm-log", help="write every LLM call (tokens, latency, repaired or not) to this JSONL")
     p.set_defaults(func=run)
+
+
+_STRATEGY_ARGS = {
+    "window": ("listwise",), "stride": ("listwise",), "num_child": ("setwise",), "k": ("setwise", "pairwise"),
+    "mode": ("pairwise",), "readout": ("setwise", "pairwise"), "prompt": ("listwise", "setwise", "pairwise"),
+    "backend": ("listwise", "setwise", "pairwise"), "rerank_depth": ("listwise", "setwise", "pairwise"),
+    "max_new_tokens": ("listwise", "setwise", "pairwise"), "cache": ("listwise", "setwise", "pairwise"),
+    "llm_log": ("listwise", "setwise", "pairwise"),
+}  # fmt: skip
+
+
+def strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``reason2rank.load`` options of the LLM strategy arguments; a usage error for one that does not apply."""
+    given = {k: getattr(args, k) for k in _STRATEGY_ARGS if getattr(args, k, None) is not None}
+    if args.strategy is None:
+        if given:
+            raise UsageError(
+                f"--{next(iter(given)).replace('_', '-')} needs --strategy (listwise, setwise, pairwise)"
+            )
+        return {}
+    for key in given:
+        if args.strategy not in _STRATEGY_ARGS[key]:
+            raise UsageError(f"--{key.replace('_', '-')} does not apply to --strategy {args.strategy}")
+    kw = {k: v for k, v in given.items() if k not in ("rerank_depth", "llm_log")}
+    if "rerank_depth" in given:
+        kw["depth"] = given["rerank_depth"]
+    kw["family"] = args.strategy
+    return kw
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,7 +89,10 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--explain K needs --explanations-out FILE.jsonl to write the explanations to")
     if args.explanations_out and not args.explain:
         raise UsageError("--explanations-out needs --explain K (how many top documents to explain)")
+    strategy_kwargs(args)  # argument mistakes before any work
     outputs = [check_writable(args.out, "--out")]
+    if args.llm_log:
+        check_writable(args.llm_log, "--llm-log")
     if args.explanations_out:
         outputs.append(check_writable(args.explanations_out, "--explanations-out"))
         if outputs[0].resolve() == outputs[1].resolve():
@@ -57,8 +105,14 @@ def run(args: argparse.Namespace) -> int:
         source = args.candidates or args.run
         raise ValueError(f"nothing to rerank: {source} holds {len(items)} queries and no candidates")
     print(f"reranking {n_docs} candidates of {len(items)} queries with {args.model}", file=sys.stderr)
-    model = reason2rank.load(args.model, **model_kwargs(args))
+    options = {**model_kwargs(args), **strategy_kwargs(args)}
+    if args.strategy:
+        options.pop("progress", None)
+        options["progress"] = None if not args.no_progress else False
+    model = reason2rank.load(args.model, **options)
     results = model.rerank_batch(items, explain=args.explain)
+    if args.llm_log:
+        model.llm.log.save(args.llm_log)
     by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
     with staged_outputs(*outputs) as staged:
         write_trec_run(staged[0], by_qid, tag=args.tag)

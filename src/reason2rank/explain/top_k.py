@@ -28,11 +28,14 @@ def explain_top_k(
     *,
     evidence: Sequence[Mapping[str, str | None]] | None = None,
     reasoning: Sequence[Mapping[str, str | None]] | None = None,
+    comparisons: Sequence[Mapping[str, str | None]] | None = None,
 ) -> list[list[ScoredDoc]]:
-    """Explain the top-``k`` of each ranked list; ``evidence``/``reasoning`` (per query, doc id -> text) are what
-    the ranking already found. Returns new lists; the rest of each list stays unexplained."""
+    """Explain the top-``k`` of each ranked list; ``evidence``/``reasoning``/``comparisons`` (per query, doc id ->
+    text; a comparison says why the doc outranks the next one) are what the ranking already found. Returns new
+    lists; the rest of each list stays unexplained."""
     found_ev = list(evidence) if evidence is not None else [{} for _ in results]
     found_re = list(reasoning) if reasoning is not None else [{} for _ in results]
+    found_cmp = list(comparisons) if comparisons is not None else [{} for _ in results]
     tops = [[sd for sd in ranked[:k] if has_text(sd.doc)] for ranked in results]
 
     ev: dict[tuple[int, str], str | None] = {}
@@ -61,6 +64,8 @@ def explain_top_k(
         for sd in top:
             if sd.doc.id in found_re[qi]:
                 rs[qi, sd.doc.id] = found_re[qi][sd.doc.id]
+            if sd.doc.id in found_cmp[qi] and sd is not top[-1]:
+                cmp[qi, sd.doc.id] = found_cmp[qi][sd.doc.id]
         if not reranker.can_reason or not top:
             continue
         todo = [sd for sd in top if (qi, sd.doc.id) not in rs]

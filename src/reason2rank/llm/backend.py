@@ -152,6 +152,10 @@ class Backend(ABC):
             "generation read-out"
         )
 
+    def encode(self, messages: Messages, prefix: str = "") -> list[int]:
+        """The token ids of a prompt as this backend would run it (backends with a tokenizer implement it)."""
+        raise UnsupportedOption(f"{self.name} does not tokenise prompts here")
+
     def check_options(self, options: Mapping[str, Any]) -> None:
         """``UnsupportedOption`` naming the first option this backend does not honour."""
         bad = sorted(set(options) - set(self.supported_options))

@@ -10,6 +10,7 @@ parsed the answer — whether the answer had to be repaired. ``CallLog.save`` wr
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -113,7 +114,7 @@ class LLM:
         self,
         backend: Any,
         *,
-        cache: ResponseCache | str | Path | None = None,
+        cache: ResponseCache | str | os.PathLike[str] | None = None,
         log: CallLog | None = None,
         **backend_options: Any,
     ) -> None:

@@ -25,6 +25,7 @@ Documents are shown with whitespace collapsed and cut to ``max_words`` words (R2
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import string
 from collections.abc import Mapping, Sequence
@@ -260,7 +261,7 @@ def builtin_template(name: str) -> PromptTemplate:
 
 
 def load_template(
-    spec: PromptTemplate | str | Path, task: str, base_dir: Path | None = None
+    spec: PromptTemplate | str | os.PathLike[str], task: str, base_dir: Path | None = None
 ) -> PromptTemplate:
     """A template for ``task``: a ``PromptTemplate``, a file path (relative to ``base_dir`` when given), or a
     built-in name (with or without the task's prefix: ``rank_r1_v1`` or ``setwise_rank_r1_v1``)."""

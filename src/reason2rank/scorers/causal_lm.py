@@ -236,7 +236,10 @@ class CausalLMReranker(TransformerReranker):
             from reason2rank.llm.transformers_backend import TransformersBackend
 
             self._generator = TransformersBackend(
-                self.model, self.tokenizer, batch_size=self.engine.batch_size, name=f"hf:{self.model_name_or_path}"
+                self.model,
+                self.tokenizer,
+                batch_size=self.engine.batch_size,
+                name=f"hf:{self.model_name_or_path}",
             )
         results = self._generator.generate_ids([f["input_ids"] for f in features], max_new_tokens=max_new)
         return [r.text.strip() or None for r in results]

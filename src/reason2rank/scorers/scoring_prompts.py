@@ -70,7 +70,9 @@ class ScoringPrompts:
             texts = {k: _modern(d.get(k)) for k in ("system", "user", "assistant_prefix")}
             for s in slots:
                 if "{{" + s + "}}" not in (texts["user"] or ""):
-                    raise ValueError(f"prompt template {name!r}, part {task!r}: the user text needs {{{{{s}}}}}")
+                    raise ValueError(
+                        f"prompt template {name!r}, part {task!r}: the user text needs {{{{{s}}}}}"
+                    )
             lines = [f"# task: {task}", f"# version: {name}/{task}"]
             if texts["system"]:
                 lines += ["=== system ===", texts["system"]]

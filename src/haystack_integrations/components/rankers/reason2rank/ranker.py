@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 META_REASONING = "r2r_reasoning"
 META_EVIDENCE = "r2r_evidence"
 META_COMPARISON = "r2r_comparison"
-_META_KEYS = (META_REASONING, META_EVIDENCE, META_COMPARISON)
+#: meta key of the number of LLM calls the ranking of this query took (LLM strategies only)
+META_CALLS = "r2r_calls"
+_META_KEYS = (META_REASONING, META_EVIDENCE, META_COMPARISON, META_CALLS)
 
 #: model_kwargs keys that have their own R2RRanker argument
 _OWN_ARGUMENTS = ("device", "token", "batch_size", "progress")
@@ -287,9 +289,13 @@ class R2RRanker:
             self.warm_up()
         reranker = self._reranker if self._reranker is not None else _NothingToScore()
         ranked: list[Document] = []
-        for scored in reranker.rerank(Query(id="query", text=query), core_docs, explain=n_explain):
+        results = reranker.rerank(Query(id="query", text=query), core_docs, explain=n_explain)
+        calls = getattr(results, "info", {}).get("calls")  # LLM strategies: the calls ranking took
+        for scored in results:
             doc = unique[int(scored.doc.id)]
             meta = {k: v for k, v in doc.meta.items() if k not in _META_KEYS}
+            if calls is not None:
+                meta[META_CALLS] = calls
             if scored.rank < n_explain:
                 meta[META_REASONING] = scored.reasoning
                 meta[META_EVIDENCE] = scored.evidence
