@@ -60,10 +60,8 @@ def reference_heapsort_calls(grades: list[int], c: int, k: int) -> tuple[list[in
     n = len(arr)
     for i in range(n // c, -1, -1):
         heapify(n, i)
-    ranked = 0
-    for i in range(n - 1, 0, -1):
+    for ranked, i in enumerate(range(n - 1, 0, -1), start=1):
         arr[i], arr[0] = arr[0], arr[i]
-        ranked += 1
         if ranked == k:
             break
         heapify(i, 0)

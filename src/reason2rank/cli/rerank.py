@@ -111,8 +111,9 @@ def run(args: argparse.Namespace) -> int:
         options["progress"] = None if not args.no_progress else False
     model = reason2rank.load(args.model, **options)
     results = model.rerank_batch(items, explain=args.explain)
-    if args.llm_log:
-        model.llm.log.save(args.llm_log)
+    log = getattr(getattr(model, "llm", None), "log", None)
+    if args.llm_log and log is not None:
+        log.save(args.llm_log)
     by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
     with staged_outputs(*outputs) as staged:
         write_trec_run(staged[0], by_qid, tag=args.tag)
