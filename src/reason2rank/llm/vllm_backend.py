@@ -118,9 +118,8 @@ class VLLMBackend(Backend):
         )
         if not reqs:
             return []
-        import vllm
-
         engine = self._engine()
+        import vllm
         results: list[GenerationResult | None] = [None] * len(reqs)
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, (_, chat, _) in enumerate(reqs):
