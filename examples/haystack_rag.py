@@ -43,8 +43,8 @@ Answer:"""
 
 
 def demo_data_dir():
-    """The bundled demo collection (package data of reason2rank), or a clear error when it is missing."""
-    root = resources.files("reason2rank") / "demo_data"
+    """The bundled demo collection (package data of pt_r2r, the PyTerrier adapter), or a clear error when it is missing."""
+    root = resources.files("pt_r2r") / "demo_data"
     missing = [name for name in DEMO_FILES if not (root / name).is_file()]
     if missing:
         sys.exit(

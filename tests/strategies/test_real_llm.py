@@ -46,7 +46,7 @@ def test_each_strategy_with_a_real_llm(smollm2, family, options):
         warnings.simplefilter("ignore")  # the model is weak: repaired answers are expected and counted
         together = ranker.rerank_batch(QUERIES, explain=2)
         alone = [ranker.rerank_batch([item])[0] for item in QUERIES]
-    for (q, docs), ranked, single in zip(QUERIES, together, alone):
+    for (_, docs), ranked, single in zip(QUERIES, together, alone):
         assert sorted(sd.doc.id for sd in ranked) == sorted(d.id for d in docs)
         assert [sd.doc.id for sd in ranked] == [sd.doc.id for sd in single]
         info = ranked.info

@@ -120,6 +120,7 @@ class VLLMBackend(Backend):
             return []
         engine = self._engine()
         import vllm
+
         results: list[GenerationResult | None] = [None] * len(reqs)
         groups: dict[tuple[bool, bool], list[int]] = {}
         for i, (_, chat, _) in enumerate(reqs):

@@ -113,6 +113,7 @@ class LLMStrategy(Reranker):
             a ``Backend`` or a Haystack ChatGenerator.
         prompt: a template name (built-in), a template file, or a ``PromptTemplate``.
         max_words: words per passage shown (documents are also cut to fit the context, see ``fit``).
+        max_tokens: cut passages to this many tokens of the backend's tokenizer instead (as llm-rankers does).
         context_length: tokens the prompt may take (default: the model's, when the backend has a tokenizer).
         depth: rerank only the top ``depth`` candidates (the rest follow in first-stage order).
         cache: a response cache (a ``ResponseCache`` or a file path): a rerun costs nothing.
@@ -132,6 +133,7 @@ class LLMStrategy(Reranker):
         backend: Any = None,
         prompt: str | os.PathLike[str] | PromptTemplate | None = None,
         max_words: int | None = 300,
+        max_tokens: int | None = None,
         context_length: int | None = None,
         depth: int | None = None,
         cache: ResponseCache | str | os.PathLike[str] | None = None,
@@ -163,8 +165,16 @@ class LLMStrategy(Reranker):
             options = {}  # batch_size/device/dtype are for a local model; a server or generator keeps its own
         self.llm = LLM(spec, cache=cache, **options)
         self.prompt = load_template(prompt or self.default_prompt, self.task, self.model_dir)
-        self.cutter = DocCutter(max_words=max_words)
-        self.max_words = max_words
+        if max_tokens is not None:
+            if self.llm.tokenizer is None:
+                raise ValueError(
+                    f"max_tokens needs a backend with a tokenizer; {self.llm.name} has none (use max_words)"
+                )
+            self.cutter = DocCutter(max_words=None, max_tokens=max_tokens, tokenizer=self.llm.tokenizer)
+        else:
+            self.cutter = DocCutter(max_words=max_words)
+        self.max_words = None if max_tokens is not None else max_words
+        self.max_tokens = max_tokens
         self.depth = depth
         self.temperature = float(temperature)
         self.seed = seed
@@ -194,33 +204,32 @@ class LLMStrategy(Reranker):
     def fit(
         self, values: dict[str, Any], passages: Sequence[str], reserve: int
     ) -> tuple[list[dict[str, str]], int]:
-        """The rendered messages with the passages cut so the prompt leaves ``reserve`` tokens of the context for
-        the answer; returns (messages, words per passage used). Without a tokenizer the word cut alone applies."""
-        words = self.max_words
-        cut = (
-            [DocCutter(max_words=words)(p) for p in passages]
-            if words
-            else [" ".join(p.split()) for p in passages]
-        )
+        """The rendered messages with each passage cut (``cut``) and, when the prompt would leave fewer than
+        ``reserve`` tokens of the context for the answer, cut shorter until it fits; returns (messages, the limit
+        used, in the cutter's unit). Without a tokenizer only the configured cut applies."""
+        cut = [self.cutter(p) for p in passages]
         messages = self.prompt.render(values, cut)
         backend = self.llm.backend
+        limit = self.cutter.max_tokens or self.cutter.max_words or 0
         if self.context_length is None or backend.tokenizer is None:
-            return messages, words or 0
+            return messages, limit
         budget = self.context_length - reserve
-        longest = max((len(p.split()) for p in cut), default=0)
-        words = words or longest
+        unit = "tokens" if self.cutter.max_tokens else "words"
+        limit = limit or max((len(p.split()) for p in cut), default=0)
+        shrunk = False
         while len(backend.encode(messages, self.prompt.prefix)) > budget:
-            if words <= 8:
+            if limit <= 8:
                 raise ValueError(
-                    f"the prompt does not fit in {self.context_length} tokens even with passages cut to 8 words; "
+                    f"the prompt does not fit in {self.context_length} tokens even with passages cut to 8 {unit}; "
                     "raise context_length, lower the window, or use a shorter prompt"
                 )
-            words = max(8, int(words * 0.8))
-            cut = [DocCutter(max_words=words)(p) for p in passages]
-            messages = self.prompt.render(values, cut)
-        if words != self.max_words:
+            limit, shrunk = max(8, int(limit * 0.8)), True
+            shorter = (DocCutter(max_words=None, max_tokens=limit, tokenizer=self.cutter.tokenizer)
+                       if unit == "tokens" else DocCutter(max_words=limit))  # fmt: skip
+            messages = self.prompt.render(values, [shorter(p) for p in passages])
+        if shrunk:
             self._cut_counts["passages_cut_to_fit"] = self._cut_counts.get("passages_cut_to_fit", 0) + 1
-        return messages, words
+        return messages, limit
 
     @staticmethod
     def answer_text(res: GenerationResult) -> str:
@@ -284,7 +293,7 @@ class LLMStrategy(Reranker):
         """The strategy's fields of ``r2r_model.json``."""
         cfg: dict[str, Any] = {"prompt": _builtin_name(self.prompt) or PROMPT_FILE, "max_words": self.max_words,
                                "temperature": self.temperature}  # fmt: skip
-        for key in ("depth", "seed", "max_new_tokens", "context_length"):
+        for key in ("depth", "seed", "max_new_tokens", "context_length", "max_tokens"):
             if getattr(self, key) is not None:
                 cfg[key] = getattr(self, key)
         return cfg

@@ -63,8 +63,11 @@ class ListwiseReranker(LLMStrategy):
         self.stride = int(stride)
 
     def answer_tokens(self, k: int) -> int:
-        """Tokens an answer of ``k`` ids takes (``[1] > [2] > ...``), with room to spare; reasoning prompts get more."""
-        base = 6 * k + 16
+        """Tokens a full answer of ``k`` ids takes (``[1] > [2] > ... > [k]`` with this tokenizer, plus the end
+        token; 6 per id without a tokenizer); reasoning prompts get 1024 more."""
+        tok = self.llm.tokenizer
+        ranking = " > ".join(f"[{i + 1}]" for i in range(k))
+        base = len(tok(ranking, add_special_tokens=False)["input_ids"]) + 2 if tok is not None else 6 * k + 16
         return base + 1024 if "reasoning" in self.prompt.version else base
 
     def plan(self, query: Query, docs: Sequence[Doc]) -> Plan:
