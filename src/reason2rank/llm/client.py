@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -198,6 +199,27 @@ class LLM:
             for j, res in enumerate(out):  # backends that do not call on_result
                 finish(idx[j], res, keys[idx[j]])
         return [r for r in results if r is not None]
+
+    def label_logprobs(self, requests: Sequence[LLMRequest], labels: Sequence[str]) -> list[Any]:
+        """The backend's likelihood read-out (``Backend.label_logprobs``: the log-probability of each label as
+        the first answer token, after the request's ``prefix``), for all requests in one call; each request is
+        logged as a call that generated nothing. Requests are grouped by prefix."""
+        out: list[Any] = [None] * len(requests)
+        groups: dict[str, list[int]] = {}
+        for i, req in enumerate(requests):
+            groups.setdefault(req.settings.prefix, []).append(i)
+        for prefix, idx in groups.items():
+            started = time.perf_counter()
+            got = self.backend.label_logprobs([requests[i].messages for i in idx], labels, prefix=prefix)
+            elapsed = time.perf_counter() - started
+            for i, logp in zip(idx, got):
+                out[i] = logp
+                tokens = (
+                    len(self.backend.encode(requests[i].messages, prefix)) if self.backend.tokenizer else 0
+                )
+                self.log.add(CallRecord(backend=self.backend.name, tags={**requests[i].tags, "readout": "likelihood"},
+                                        prompt_tokens=tokens, latency_s=elapsed))  # fmt: skip
+        return out
 
     def close(self) -> None:
         """Close the backend (when this LLM built it) and the cache."""

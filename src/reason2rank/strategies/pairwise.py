@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from reason2rank.llm.answers import parse_preference
-from reason2rank.llm.client import CallRecord, LLMRequest
+from reason2rank.llm.client import LLMRequest
 from reason2rank.strategies.base import Answer, LLMStrategy, Plan, PlanResult, Step
 from reason2rank.types import Doc, Query
 
@@ -100,11 +100,7 @@ class PairwiseReranker(LLMStrategy):
         return 0.5, None, None
 
     def _likelihood_outcomes(self, pairs: list[tuple[int, int]], reqs: list[LLMRequest]) -> list[float]:
-        labels = [" A", " B"]
-        logps = self.llm.backend.label_logprobs([r.messages for r in reqs], labels, prefix=self.prompt.prefix)
-        for r in reqs:
-            self.llm.log.add(CallRecord(backend=self.llm.name, tags=dict(r.tags),
-                                        prompt_tokens=len(self.llm.backend.encode(r.messages, self.prompt.prefix))))  # fmt: skip
+        logps = self.llm.label_logprobs(reqs, [" A", " B"])
         out = []
         for p in range(len(pairs)):
             ab, ba = logps[2 * p], logps[2 * p + 1]

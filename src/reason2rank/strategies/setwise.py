@@ -140,7 +140,7 @@ class SetwiseReranker(LLMStrategy):
             sets.append([i, *kids])
         result.counts["comparisons"] = result.counts.get("comparisons", 0) + len(sets)
         if self.readout == "likelihood":
-            winners = self._likelihood(query, docs, arr, sets, result)
+            winners = self._likelihood(query, docs, arr, sets)
             yield []  # keep the lockstep: this level took no generation
             return winners
         batch = [self._requests(query, docs, [arr[j] for j in s], result.counts["comparisons"] - len(sets) + n)
@@ -160,21 +160,18 @@ class SetwiseReranker(LLMStrategy):
                 result.reasoning[arr[s[best]]] = why
         return winners
 
-    def _likelihood(self, query: Query, docs: Sequence[Doc], arr: list[int], sets: list[list[int]],
-                    result: PlanResult) -> list[int]:  # fmt: skip
-        """Winners by label likelihood (the local backend's ``label_logprobs``), logged as calls."""
-        messages = []
+    def _likelihood(
+        self, query: Query, docs: Sequence[Doc], arr: list[int], sets: list[list[int]]
+    ) -> list[int]:
+        """Winners by label likelihood (the local backend's ``label_logprobs``), every set in one call."""
+        requests = []
         for s in sets:
             msgs, _ = self.fit({"query": query.text}, [docs[arr[j]].full_text for j in s], 8)
-            messages.append(msgs)
-        labels_per_set = [[" " + passage_label(j, self.prompt.labels) for j in range(len(s))] for s in sets]
-        winners = []
-        for s, msgs, labels in zip(sets, messages, labels_per_set):
-            logp = self.llm.backend.label_logprobs([msgs], labels, prefix=self.prompt.prefix)[0]
-            self.llm.log.add(CallRecord(backend=self.llm.name, tags=self.tags(query, readout="likelihood"),
-                                        prompt_tokens=len(self.llm.backend.encode(msgs, self.prompt.prefix))))  # fmt: skip
-            winners.append(s[int(np.argmax(logp))])
-        return winners
+            requests.append(LLMRequest(msgs, self.settings(1), self.tags(query)))
+        width = max(len(s) for s in sets)
+        labels = [" " + passage_label(j, self.prompt.labels) for j in range(width)]
+        logps = self.llm.label_logprobs(requests, labels)
+        return [s[int(np.argmax(logp[: len(s)]))] for s, logp in zip(sets, logps)]
 
     # -- the heap sort ----------------------------------------------------------------------------------------
     def plan(self, query: Query, docs: Sequence[Doc]) -> Plan:
