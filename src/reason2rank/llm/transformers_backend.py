@@ -111,6 +111,7 @@ class TransformersBackend(Backend):
             eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_token_ids = sorted(int(e) for e in eos_ids)
         self._warned_template = False
+        self._encoded: dict[str, list[int]] = {}  # rendered prompt -> ids: a strategy checks the length first
 
     # -- prompts ----------------------------------------------------------------------------------------------
     def render(self, messages: Messages, prefix: str = "") -> str:
@@ -128,8 +129,15 @@ class TransformersBackend(Backend):
         return text + prefix
 
     def encode(self, messages: Messages, prefix: str = "") -> list[int]:
-        """The token ids of ``render(messages, prefix)`` (special tokens come from the chat template)."""
-        ids: list[int] = self.tokenizer(self.render(messages, prefix), add_special_tokens=False)["input_ids"]
+        """The token ids of ``render(messages, prefix)`` (special tokens come from the chat template); the last
+        few thousand prompts are remembered, so a prompt whose length was checked is not tokenised again."""
+        text = self.render(messages, prefix)
+        ids = self._encoded.get(text)
+        if ids is None:
+            ids = list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+            if len(self._encoded) >= 4096:
+                self._encoded.clear()
+            self._encoded[text] = ids
         return ids
 
     def identity(self) -> dict[str, Any]:
