@@ -28,12 +28,14 @@ FAMILIES: dict[str, str] = {
     "setwise": "reason2rank.strategies.setwise:SetwiseReranker",
     "pairwise": "reason2rank.strategies.pairwise:PairwiseReranker",
     "two-stage": "reason2rank.strategies.two_stage:TwoStageReranker",
+    "icr": "reason2rank.strategies.icr:ICRReranker",
 }
 _ALIASES = {
     "cross_encoder": "cross-encoder", "crossencoder": "cross-encoder", "cross": "cross-encoder",
     "bi_encoder": "bi-encoder", "biencoder": "bi-encoder", "dense": "bi-encoder",
     "causal_lm": "causal-lm", "causallm": "causal-lm", "llm": "causal-lm", "decoder": "causal-lm",
     "two_stage": "two-stage", "dear": "two-stage", "rankgpt": "listwise", "prp": "pairwise",
+    "in-context": "icr", "attention": "icr",
 }  # fmt: skip
 _META_KEYS = {"format", "version", "family", "backbone", "description"}
 

@@ -14,7 +14,9 @@ from reason2rank.llm.decoding import _cache_name, forward_with_cache
 
 def _models(path, dtype=torch.float32):
     fast = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
-    eager = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager").eval()
+    eager = AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     return fast, eager
 
 
@@ -97,11 +99,15 @@ def test_attention_weights_by_hand():
     k = torch.tensor([[[[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]]])  # 3 keys
     w = attention_weights(q, k, None, scaling=1.0)  # causal, top-left aligned (SDPA's is_causal)
     e = torch.exp(torch.tensor([0.0, 2.0]))
-    torch.testing.assert_close(w[0, 0], torch.tensor([[1.0, 0.0, 0.0], [e[0] / e.sum(), e[1] / e.sum(), 0.0]]))
+    torch.testing.assert_close(
+        w[0, 0], torch.tensor([[1.0, 0.0, 0.0], [e[0] / e.sum(), e[1] / e.sum(), 0.0]])
+    )
     visible = torch.tensor([[[[False, True, True], [False, False, False]]]])  # a row with nothing visible
     w = attention_weights(q, k, visible, scaling=0.5)
     s = torch.exp(torch.tensor([0.0, 0.5]))
-    torch.testing.assert_close(w[0, 0], torch.tensor([[0.0, s[0] / s.sum(), s[1] / s.sum()], [0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(
+        w[0, 0], torch.tensor([[0.0, s[0] / s.sum(), s[1] / s.sum()], [0.0, 0.0, 0.0]])
+    )
 
 
 def test_layer_subset_and_row_mask(tiny_qwen2_dir):

@@ -56,3 +56,26 @@ def test_each_strategy_with_a_real_llm(smollm2, family, options):
         assert 0 <= info["repaired"] <= info["calls"]
     records = ranker.llm.log.records
     assert all(r.error is None for r in records) and len({r.tags["qid"] for r in records}) == 2
+
+
+def test_icr_with_a_real_llm_reads_the_attention_eager_attention_gives(smollm2):
+    """SmolLM2's 30 layers: the attention ICR reads (SDPA + our softmax rows over a KV cache) equals eager
+    attention's ``output_attentions`` of one full pass, and a ranking costs one long and two short passes."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from reason2rank.strategies.icr import build_icr_prompt, query_attention
+
+    ranker = reason2rank.load(smollm2, family="icr", dtype="fp32", device="cpu", progress=False)
+    q, docs = QUERIES[1]
+    p = build_icr_prompt(ranker.llm.backend, ranker.prompt, q.text, [d.text for d in docs])
+    got = query_attention(ranker.llm.backend.model, p.prefix_ids, p.suffixes[:1])[0]
+    eager = AutoModelForCausalLM.from_pretrained(smollm2, dtype=torch.float32, attn_implementation="eager").eval()
+    with torch.no_grad():
+        attn = eager(input_ids=torch.tensor([p.prefix_ids + p.suffixes[0]]), output_attentions=True).attentions
+    want = sum(a[0, :, -len(p.suffixes[0]) :].mean(1).sum(0) for a in attn)[: len(p.prefix_ids)]
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-4)
+    ranked = ranker.rerank_batch(QUERIES, explain=1)
+    for (_, docs), r in zip(QUERIES, ranked):
+        assert sorted(sd.doc.id for sd in r) == sorted(d.id for d in docs)
+        assert r.info["forward_passes"] == 3 and r[0].evidence in {d.text for d in docs}

@@ -27,14 +27,16 @@ def add_parser(sub: Any) -> None:
         help="JSONL of explanations, one line per explained document (needed with --explain; rank 1-based, "
         "as in the run)",
     )
-    g = p.add_argument_group("LLM ranking strategies (--strategy listwise | setwise | pairwise)")
-    g.add_argument("--strategy", choices=["listwise", "setwise", "pairwise"],
-                   help="rank with an LLM: --model is the LLM's directory or hub id, or give --backend")  # fmt: skip
+    g = p.add_argument_group("LLM ranking strategies (--strategy listwise | setwise | pairwise | icr)")
+    g.add_argument("--strategy", choices=["listwise", "setwise", "pairwise", "icr"],
+                   help="rank with an LLM: --model is the LLM's directory or hub id, or give --backend (icr: "
+                   "attention of a local model)")  # fmt: skip
     g.add_argument("--backend", help="LLM backend instead of a local model: openai:MODEL@URL, hf:PATH, vllm:PATH, "
                    "haystack:MODULE:ATTR")  # fmt: skip
     g.add_argument("--prompt", help="prompt template: a built-in name (listwise: rankzephyr_v1, rankgpt_v1, "
-                   "reasoning_v1; setwise: plain_v1, rank_r1_v1; pairwise: prp_v1, reasoning_v1) or a file")  # fmt: skip
-    g.add_argument("--window", type=int, help="listwise window (default 20)")
+                   "reasoning_v1; setwise: plain_v1, rank_r1_v1; pairwise: prp_v1, reasoning_v1; icr: icr_v1) or a file")  # fmt: skip
+    g.add_argument("--window", type=int, help="listwise window (default 20); icr: documents per prompt (default: "
+                   "as many as the context holds)")  # fmt: skip
     g.add_argument("--stride", type=int, help="listwise stride (default 10)")
     g.add_argument("--num-child", type=int, help="setwise children per heap node (default 3)")
     g.add_argument("--k", type=int, help="setwise documents to extract / pairwise passes (default 10)")
@@ -48,9 +50,9 @@ def add_parser(sub: Any) -> None:
 
 
 _STRATEGY_ARGS = {
-    "window": ("listwise",), "stride": ("listwise",), "num_child": ("setwise",), "k": ("setwise", "pairwise"),
-    "mode": ("pairwise",), "readout": ("setwise", "pairwise"), "prompt": ("listwise", "setwise", "pairwise"),
-    "backend": ("listwise", "setwise", "pairwise"), "rerank_depth": ("listwise", "setwise", "pairwise"),
+    "window": ("listwise", "icr"), "stride": ("listwise",), "num_child": ("setwise",), "k": ("setwise", "pairwise"),
+    "mode": ("pairwise",), "readout": ("setwise", "pairwise"), "prompt": ("listwise", "setwise", "pairwise", "icr"),
+    "backend": ("listwise", "setwise", "pairwise", "icr"), "rerank_depth": ("listwise", "setwise", "pairwise", "icr"),
     "max_new_tokens": ("listwise", "setwise", "pairwise"), "cache": ("listwise", "setwise", "pairwise"),
     "llm_log": ("listwise", "setwise", "pairwise"),
 }  # fmt: skip
@@ -62,7 +64,7 @@ def strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     if args.strategy is None:
         if given:
             raise UsageError(
-                f"--{next(iter(given)).replace('_', '-')} needs --strategy (listwise, setwise, pairwise)"
+                f"--{next(iter(given)).replace('_', '-')} needs --strategy (listwise, setwise, pairwise, icr)"
             )
         return {}
     for key in given:

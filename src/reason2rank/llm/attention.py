@@ -31,7 +31,9 @@ __all__ = ["ATTENTION_NAME", "AttentionRecorder", "attention_recording", "attent
 #: the attention implementation name registered in transformers
 ATTENTION_NAME = "r2r_sdpa_with_weights"
 
-_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar("r2r_attention", default=None)
+_ACTIVE: contextvars.ContextVar[AttentionRecorder | None] = contextvars.ContextVar(
+    "r2r_attention", default=None
+)
 _registered = False
 
 
@@ -118,7 +120,9 @@ def attention_weights(
     top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
     exp = torch.exp(scores - top)  # exp(-inf) = 0: masked keys
     total = exp.sum(-1, keepdim=True)
-    return torch.where(total > 0, exp / total.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(exp))
+    return torch.where(
+        total > 0, exp / total.clamp(min=torch.finfo(torch.float32).tiny), torch.zeros_like(exp)
+    )
 
 
 def _attention_forward(

@@ -60,6 +60,8 @@ TASK_PLACEHOLDERS: dict[str, frozenset[str]] = {
     "rank_listwise": frozenset({"query", "num", "passages", "n", "label", "passage"}),
     "setwise": frozenset({"query", "num", "passages", "n", "label", "passage"}),
     "pairwise": frozenset({"query", "document_a", "document_b"}),
+    # in-context reranking from attention (the query after the passages)
+    "attention": frozenset({"query", "num", "passages", "n", "label", "passage"}),
     # the causal-LM family (pointwise scoring and its explanations)
     "score": frozenset({"query", "document"}),
     "reasoning": frozenset({"query", "document"}),
@@ -67,7 +69,7 @@ TASK_PLACEHOLDERS: dict[str, frozenset[str]] = {
 }
 _ITEM_ONLY = frozenset({"n", "label", "passage"})
 #: tasks whose templates show a list of passages (passage blocks, ``{{passages}}``)
-LIST_TASKS = frozenset({"listwise", "rank_listwise", "setwise"})
+LIST_TASKS = frozenset({"listwise", "rank_listwise", "setwise", "attention"})
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _SECTION = re.compile(r"^===\s*(passage\s+)?(system|user|assistant|item|prefix)\s*===\s*$")
@@ -275,7 +277,8 @@ def load_template(
             tpl = PromptTemplate.from_file(path)
         else:
             names = builtin_templates()
-            prefix = {"rank_listwise": "listwise_", "setwise": "setwise_", "pairwise": "pairwise_"}.get(
+            prefix = {"rank_listwise": "listwise_", "setwise": "setwise_", "pairwise": "pairwise_",
+                      "attention": "icr_"}.get(  # fmt: skip
                 task, ""
             )
             name = next((n for n in (s, prefix + s) if n in names), None)
