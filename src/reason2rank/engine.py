@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from reason2rank.cpu_isa import cpu_flags
 from reason2rank.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -33,16 +34,7 @@ def cpu_has_native_bf16() -> bool:
     ~70% of fp32 speed (168 vs 241 GFLOP/s at 512x512) and MiniLM reranking was 35% slower, so such CPUs get
     fp32 by default (``benchmarks/cross_encoder_throughput.py`` prints both). Pass ``dtype="bf16"`` to force it.
     """
-    if sys.platform.startswith("linux"):
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-                for line in f:
-                    if line.startswith("flags"):
-                        flags = set(line.split(":", 1)[1].split())
-                        return "amx_bf16" in flags
-        except OSError:
-            return False
-    return False
+    return "amx_bf16" in cpu_flags()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -121,12 +113,31 @@ def is_out_of_memory(e: BaseException) -> bool:
     return (oom is not None and isinstance(e, oom)) or "out of memory" in str(e).lower()
 
 
+@dataclass
+class PaddingStats:
+    """Token slots the engine's batches had and how many of them held real tokens (the rest is padding)."""
+
+    tokens: int = 0
+    slots: int = 0
+
+    @property
+    def padded_fraction(self) -> float:
+        """The share of batch slots that were padding (0.0 when nothing ran)."""
+        return 1.0 - self.tokens / self.slots if self.slots else 0.0
+
+    def add(self, tokens: int, slots: int) -> None:
+        """Count one batch of ``slots`` positions holding ``tokens`` real tokens."""
+        self.tokens += tokens
+        self.slots += slots
+
+
 class Engine:
     """Runs ``forward`` over length-sorted batches of features; results come back in input order.
 
     ``forward(batch_tensors) -> Tensor[batch, ...]``. The engine owns the device, dtype, batch size, progress
     bar (``progress``: ``None`` = on a terminal only, see ``reason2rank.progress``) and the out-of-memory
-    back-off; the scorer owns tokenisation and the read-out.
+    back-off; the scorer owns tokenisation and the read-out. ``padding`` counts, over every run since it was
+    last reset (``padding = PaddingStats()``), how many batch positions were padding.
     """
 
     def __init__(
@@ -142,6 +153,7 @@ class Engine:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.batch_size = batch_size or default_batch_size(self.device)
         self.progress = progress
+        self.padding = PaddingStats()
 
     def __repr__(self) -> str:
         return f"Engine(device={self.device}, dtype={self.dtype}, batch_size={self.batch_size})"
@@ -184,6 +196,7 @@ class Engine:
                     try:
                         batch = pad_batch(feats, pad_token_id, padding_side, self.device)
                         out = forward(batch).float().cpu().numpy()
+                        self.padding.add(int(batch["attention_mask"].sum()), batch["attention_mask"].numel())
                     except (RuntimeError, MemoryError) as e:
                         if self.device.type != "cuda" or not is_out_of_memory(e) or batch_size == 1:
                             raise
