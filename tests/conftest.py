@@ -81,7 +81,7 @@ def pytest_sessionstart(session):
     from importlib.metadata import PackageNotFoundError, version
 
     names = ("torch", "transformers", "peft", "accelerate", "haystack-ai", "python-terrier", "pyterrier",
-             "pandas", "sentence-transformers", "ir_measures")  # fmt: skip
+             "pandas", "sentence-transformers", "ir_measures", "onnxruntime", "onnx")  # fmt: skip
     found = []
     for name in names:
         try:

@@ -23,7 +23,7 @@ class UsageError(Exception):
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--model, --family, --batch-size, --max-length, --device, --dtype, --no-progress."""
+    """--model, --family, --batch-size, --max-length, --device, --dtype, --runtime, --no-progress."""
     p.add_argument("--model", required=True, help="model directory (with r2r_model.json) or hub id")
     p.add_argument("--family", help="model family when the directory has no r2r_model.json "
                    "(cross-encoder, bi-encoder, causal-lm, cascade, listwise, setwise, pairwise, two-stage)")  # fmt: skip
@@ -33,7 +33,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per input: longer documents are cut (LLM strategies: the context length)")  # fmt: skip
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default=None, help="auto (default), fp32, bf16, fp16")
+    p.add_argument("--dtype", default=None, help="auto (default), fp32, bf16, fp16; int8 on --runtime onnx")
+    p.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx"],
+                   help="encoder families: auto (default: ONNX Runtime where the model has an export made with "
+                   "`reason2rank export-onnx`, torch otherwise), torch, onnx")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="switch off progress bars")
 
 
@@ -44,6 +47,7 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "device": args.device,
         "dtype": args.dtype,
         "max_length": args.max_length,
+        "runtime": args.runtime,
     }
     kw = {k: v for k, v in kw.items() if v is not None}
     kw["progress"] = not args.no_progress

@@ -1,4 +1,4 @@
-"""The ``reason2rank`` command: rerank, eval, teach, train, demo.
+"""The ``reason2rank`` command: rerank, eval, teach, train, demo, export-onnx.
 
 Progress goes to stderr, results to files written atomically (a temp file renamed into place), and any
 failure exits non-zero with a one-line reason. Only the command that runs imports what it needs (torch,
@@ -12,7 +12,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from reason2rank.cli import demo, evaluate, rerank, teach, train
+from reason2rank.cli import demo, evaluate, export, rerank, teach, train
 from reason2rank.cli.common import EXIT_ERROR, UsageError
 
 __all__ = ["build_parser", "main"]
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for module in (rerank, evaluate, demo, train, teach):
+    for module in (rerank, evaluate, demo, train, teach, export):
         module.add_parser(sub)
     return parser
 

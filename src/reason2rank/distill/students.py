@@ -266,6 +266,7 @@ class EncoderStudent(Student):
             max_query_length=max_query_length,
             device=device,
             dtype="fp32",
+            runtime="torch",  # trained in torch; an ONNX export of the initial model is never used here
             progress=False,
             model_kwargs=model_kwargs,
             evidence_threshold=evidence_threshold,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import torch
 
 from reason2rank.engine import Engine, Features, TruncationWarnings
 from reason2rank.model_dir import write_r2r_config
+from reason2rank.onnx.runtime import ONNX_FAMILIES, RUNTIMES, OnnxEncoderModel, RuntimeChoice, choose_runtime
 from reason2rank.progress import quiet_transformers_progress
 from reason2rank.reranker import Reranker, split_scores
 from reason2rank.types import Doc, Query
@@ -23,6 +25,11 @@ class TransformerReranker(Reranker):
 
     Subclasses implement ``encode_pairs`` (token ids per pair, and how many were truncated) and ``forward``
     (a padded batch → one score per row), and may override ``score_batch`` (the bi-encoder does).
+
+    ``runtime`` (``"auto"``, ``"torch"``, ``"onnx"``) and ``dtype`` (``"auto"``, ``"fp32"``, ``"bf16"``,
+    ``"fp16"``, and ``"int8"`` on ONNX Runtime) choose what the encoder families run on; see
+    ``reason2rank.onnx.runtime.choose_runtime``. ``onnx`` is the ``onnx`` field of ``r2r_model.json`` (written
+    by ``reason2rank export-onnx``).
     """
 
     family: str = ""
@@ -46,12 +53,27 @@ class TransformerReranker(Reranker):
         trust_remote_code: bool = False,
         model_kwargs: dict[str, Any] | None = None,
         model_dir: str | os.PathLike | None = None,
+        runtime: str | None = None,
+        onnx: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(max_length, int) or max_length < 8:
             raise ValueError(f"max_length must be an int >= 8, got {max_length!r}")
+        if runtime is not None and str(runtime).lower() not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+        wants_onnx = str(runtime).lower() == "onnx" or (isinstance(dtype, str) and dtype.lower() == "int8")
+        if wants_onnx and self.family not in ONNX_FAMILIES:
+            raise ValueError(
+                f"runtime='onnx' and dtype='int8' support the encoder families ({', '.join(ONNX_FAMILIES)}), "
+                f"not {self.family}; use runtime='torch' with dtype auto, fp32, bf16 or fp16"
+            )
         self.model_name_or_path = str(model_name_or_path)
         self.max_length = max_length
-        self.engine = Engine(device=device, dtype=dtype, batch_size=batch_size, progress=progress)
+        self._runtime_request = (runtime, dtype, device, batch_size)
+        self.onnx_record = onnx
+        engine_dtype = "fp32" if isinstance(dtype, str) and dtype.lower() == "int8" else dtype
+        self.engine = Engine(device=device, dtype=engine_dtype, batch_size=batch_size, progress=progress)
+        #: what the model runs on (set when the backbone is loaded; torch until then)
+        self.runtime = RuntimeChoice("torch")
         self.hub_kwargs: dict[str, Any] = {
             "token": token,
             "revision": revision,
@@ -84,6 +106,28 @@ class TransformerReranker(Reranker):
     def _finish_model(self, model: torch.nn.Module) -> torch.nn.Module:
         model.eval()
         return model.to(self.engine.device)
+
+    def _load_backbone(
+        self, auto_class: Any, adapter: str | None = None, merge_adapter: bool = False
+    ) -> tuple[Any, Any]:
+        """The model to run and its live peft model (or ``None``): the torch model in the engine's dtype, or an
+        ``OnnxEncoderModel`` over the exported graph (adapter merged at export) when the runtime is ONNX."""
+        runtime, dtype, device, batch_size = self._runtime_request
+        self.runtime = choose_runtime(runtime, dtype, device, family=self.family, record=self.onnx_record,
+                                      model_dir=self.model_dir, backbone=self.model_name_or_path,
+                                      adapter=adapter)  # fmt: skip
+        if self.runtime.runtime == "onnx" and self.runtime.graph is not None:
+            from transformers import AutoConfig
+
+            self.engine = Engine(
+                device="cpu", dtype="fp32", batch_size=batch_size, progress=self.engine.progress
+            )
+            kw = {k: v for k, v in self.hub_kwargs.items() if v not in (None, False)}
+            config = AutoConfig.from_pretrained(self.model_name_or_path, **kw)
+            return OnnxEncoderModel(self.runtime.graph, config), None
+        model = self._from_pretrained(auto_class)
+        model, peft_model = attach_adapter(model, adapter, merge_adapter, **self.hub_kwargs)
+        return self._finish_model(model), peft_model
 
     # -- what a family implements -------------------------------------------------------------------
     def encode_pairs(self, queries: Sequence[str], docs: Sequence[str]) -> tuple[list[Features], int]:
@@ -129,8 +173,9 @@ class TransformerReranker(Reranker):
         return {"max_length": self.max_length}
 
     def describe(self) -> dict[str, Any]:
-        """Family and model name."""
-        return {"family": self.family, "model": self.model_name_or_path}
+        """Family, model name and runtime (``"torch"``, ``"onnx fp32"``, ``"onnx int8"``)."""
+        runtime = " ".join(x for x in (self.runtime.runtime, self.runtime.precision) if x)
+        return {"family": self.family, "model": self.model_name_or_path, "runtime": runtime}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.model_name_or_path!r})"
@@ -148,7 +193,10 @@ class TransformerReranker(Reranker):
         return out
 
     def _save_weights(self, out: Path) -> dict[str, Any]:
-        """Save the backbone; an unmerged adapter goes to ``adapter/`` beside the clean base weights."""
+        """Save the backbone; an unmerged adapter goes to ``adapter/`` beside the clean base weights. On ONNX
+        Runtime the files the model was opened from (weights, adapter, the ONNX export) are copied."""
+        if isinstance(self.model, OnnxEncoderModel):
+            return self._copy_exported_files(out)
         peft_model = getattr(self, "_peft", None)
         if peft_model is None:
             self.model.save_pretrained(out)
@@ -156,6 +204,30 @@ class TransformerReranker(Reranker):
         peft_model.save_pretrained(out / "adapter")
         copy.deepcopy(peft_model).unload().save_pretrained(out)
         return {"adapter": "adapter"}
+
+    def _copy_exported_files(self, out: Path) -> dict[str, Any]:
+        from reason2rank.onnx.record import ONNX_DIR, OnnxRecord, weight_files
+
+        src = Path(self.model_name_or_path)
+        for f in weight_files(src):
+            if (out / f.name).resolve() != f.resolve():
+                shutil.copy2(f, out / f.name)
+        extra: dict[str, Any] = {}
+        adapter = getattr(self, "adapter", None)
+        if adapter:
+            if (out / "adapter").resolve() != Path(adapter).resolve():
+                shutil.copytree(adapter, out / "adapter", dirs_exist_ok=True)
+            extra["adapter"] = "adapter"
+        record = OnnxRecord.from_config(self.onnx_record, self.model_dir)
+        (out / ONNX_DIR).mkdir(exist_ok=True)
+        for precision in ("fp32", "int8") if record.int8 else ("fp32",):
+            graph = record.file(precision, self.model_dir)
+            target = out / ONNX_DIR / graph.name
+            if target.resolve() != graph.resolve():
+                shutil.copy2(graph, target)
+            setattr(record, precision, f"{ONNX_DIR}/{graph.name}")
+        extra["onnx"] = record.to_config()
+        return extra
 
 
 def attach_adapter(

@@ -84,8 +84,7 @@ class BiEncoderReranker(TransformerReranker):
 
         self.tokenizer = self._load_tokenizer()
         self.padding_side = "right"
-        model = self._from_pretrained(AutoModel)
-        self.model = self._finish_model(model)
+        self.model, _ = self._load_backbone(AutoModel)
 
     def encode_texts(self, texts: Sequence[str]) -> tuple[list[Features], int]:
         """Token ids of each text (cut to ``max_length``) and how many were cut."""

@@ -24,7 +24,7 @@ from reason2rank.explain.evidence import (
     sentence_scores,
 )
 from reason2rank.model_dir import resolve_in
-from reason2rank.scorers.base import TransformerReranker, attach_adapter
+from reason2rank.scorers.base import TransformerReranker
 from reason2rank.types import Doc, Query
 
 
@@ -65,11 +65,11 @@ class CrossEncoderReranker(TransformerReranker):
         from transformers import AutoModelForSequenceClassification
 
         self.tokenizer = self._load_tokenizer()
-        model = self._from_pretrained(AutoModelForSequenceClassification)
         self.adapter = str(adapter) if adapter else None
         self.merge_adapter = merge_adapter
-        model, self._peft = attach_adapter(model, self.adapter, merge_adapter, **self.hub_kwargs)
-        self.model = self._finish_model(model)
+        self.model, self._peft = self._load_backbone(
+            AutoModelForSequenceClassification, self.adapter, merge_adapter
+        )
         num_labels = self.model.config.num_labels
         if label_index is None and num_labels > 2:
             raise ValueError(

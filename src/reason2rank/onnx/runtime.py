@@ -1,0 +1,227 @@
+"""Running an exported encoder on ONNX Runtime, and choosing between it and torch.
+
+``OnnxEncoderModel`` stands where the transformers model stands in a scorer: it takes the engine's padded
+batch (torch tensors) and returns ``.logits`` / ``.last_hidden_state`` / ``.hidden_states`` as torch tensors,
+so the scorer's read-out code is the same for both runtimes. Sessions run on the CPU execution provider with
+every graph optimisation on and one intra-op thread per usable core (``reason2rank.cpu_isa.usable_cores``).
+
+``choose_runtime`` decides what a scorer runs on (see ``RUNTIMES``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reason2rank.cpu_isa import cpu_flags, usable_cores
+from reason2rank.onnx.record import OnnxRecord, weights_fingerprint
+
+__all__ = [
+    "ONNX_FAMILIES",
+    "RUNTIMES",
+    "OnnxEncoderModel",
+    "RuntimeChoice",
+    "choose_runtime",
+    "require_onnxruntime",
+]
+
+#: ``runtime=`` values: ``auto`` = ONNX Runtime fp32 where the model directory has a current export, the
+#: device is the CPU, onnxruntime is installed and the CPU has no AMX-BF16 (there torch's bf16 is faster);
+#: torch otherwise
+RUNTIMES = ("auto", "torch", "onnx")
+#: the families an ONNX export exists for
+ONNX_FAMILIES = ("cross-encoder", "bi-encoder")
+_ONNX_DTYPES = {"auto": "fp32", "fp32": "fp32", "float32": "fp32", "float": "fp32", "int8": "int8"}
+
+
+def require_onnxruntime() -> Any:
+    """``import onnxruntime``, or an ``ImportError`` that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise ImportError(
+            "the ONNX runtime needs onnxruntime: pip install 'reason2rank[onnx]' (or pass runtime='torch')"
+        ) from e
+    return onnxruntime
+
+
+def _onnxruntime_installed() -> bool:
+    try:
+        require_onnxruntime()
+    except ImportError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """What a scorer runs on: ``runtime`` ``"torch"`` or ``"onnx"``; ``precision`` of the ONNX graph
+    (``"fp32"``/``"int8"``, ``None`` on torch); ``graph`` the ONNX file; ``why`` a short reason."""
+
+    runtime: str
+    precision: str | None = None
+    graph: Path | None = None
+    why: str = ""
+
+
+def choose_runtime(
+    runtime: str | None,
+    dtype: Any,
+    device: Any,
+    *,
+    family: str,
+    record: Any,
+    model_dir: Path | None,
+    backbone: str,
+    adapter: str | None = None,
+) -> RuntimeChoice:
+    """Resolve ``runtime=``/``dtype=`` of a scorer to torch or an ONNX graph; ``ValueError`` (saying what to do)
+    for a combination that cannot run. ``record`` is the ``onnx`` field of ``r2r_model.json`` (or ``None``)."""
+    name = "auto" if runtime is None else str(runtime).lower()
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
+    if isinstance(dtype, torch.dtype):
+        dtype_name: str | None = "fp32" if dtype == torch.float32 else str(dtype)
+    else:
+        dtype_name = "auto" if dtype is None else str(dtype).lower()
+    wants_int8 = dtype_name == "int8"
+    if name == "torch":
+        if wants_int8:
+            raise ValueError("dtype='int8' runs on ONNX Runtime only: pass runtime='onnx' (or 'auto')")
+        return RuntimeChoice("torch", why="runtime='torch' was asked for")
+    device_name = "auto" if device is None else str(device)
+    on_cpu = device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available())
+    explicit = name == "onnx" or wants_int8
+    if explicit:
+        if family not in ONNX_FAMILIES:
+            raise ValueError(
+                f"runtime='onnx' supports the encoder families ({', '.join(ONNX_FAMILIES)}), not {family}; "
+                "use runtime='torch'"
+            )
+        if not on_cpu:
+            raise ValueError(
+                f"runtime='onnx' runs on the CPU, but device={device_name!r} was asked for (or CUDA is the auto "
+                "choice); pass device='cpu', or runtime='torch' for the GPU"
+            )
+        if dtype_name not in _ONNX_DTYPES:
+            raise ValueError(
+                f"runtime='onnx' runs fp32 or int8 graphs, not dtype={dtype!r}; pass dtype='fp32' or 'int8', "
+                "or runtime='torch' for bf16/fp16"
+            )
+        require_onnxruntime()
+    precision = _ONNX_DTYPES.get(dtype_name or "", "")
+    if not explicit:  # auto: ONNX Runtime fp32 where that is the fastest path that keeps fp32 scores
+        if family not in ONNX_FAMILIES or record is None or not on_cpu or precision != "fp32":
+            return RuntimeChoice("torch", why="auto: no ONNX export, not the CPU, or not fp32")
+        if "amx_bf16" in cpu_flags() and dtype_name == "auto":
+            return RuntimeChoice("torch", why="auto: this CPU has AMX-BF16, where torch's bf16 is faster")
+        if not _onnxruntime_installed():
+            return RuntimeChoice("torch", why="auto: onnxruntime is not installed")
+    where = model_dir or Path(backbone)
+    if record is None:
+        raise ValueError(
+            f"{where} has no ONNX export; make one with `reason2rank export-onnx {where}`"
+            + (" --int8" if wants_int8 else "")
+            + " (or pass runtime='torch')"
+        )
+    rec = OnnxRecord.from_config(record, model_dir)
+    graph = rec.file(precision, model_dir)
+    stale = _stale_reason(rec, graph, backbone, adapter)
+    if stale:
+        message = (
+            f"the ONNX export in {where} is not usable: {stale}; run `reason2rank export-onnx {where}` again"
+        )
+        if explicit:
+            raise ValueError(message)
+        warnings.warn(message + " (scoring with torch meanwhile)", stacklevel=4)
+        return RuntimeChoice("torch", why="auto: the ONNX export is stale")
+    return RuntimeChoice("onnx", precision, graph, why=f"{name}: ONNX Runtime {precision}")
+
+
+def _stale_reason(rec: OnnxRecord, graph: Path, backbone: str, adapter: str | None) -> str | None:
+    if not graph.is_file():
+        return f"{graph} is missing"
+    try:
+        current = weights_fingerprint(backbone, adapter)
+    except FileNotFoundError as e:
+        return str(e)
+    if current != rec.weights_sha256:
+        return "the weights changed after it was exported"
+    return None
+
+
+class OnnxOutput:
+    """The outputs of one ONNX forward as torch tensors (``hidden_states`` holds the last layer only)."""
+
+    def __init__(self, values: Mapping[str, torch.Tensor]) -> None:
+        self._values = dict(values)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """Classifier logits ``[B, num_labels]`` (cross-encoder graphs)."""
+        return self._values["logits"]
+
+    @property
+    def last_hidden_state(self) -> torch.Tensor:
+        """The last layer's hidden states ``[B, L, H]``."""
+        return self._values["last_hidden_state"]
+
+    @property
+    def hidden_states(self) -> tuple[torch.Tensor, ...]:
+        """``(last_hidden_state,)``: only the last layer leaves the graph, so only ``[-1]`` is defined."""
+        return (self.last_hidden_state,)
+
+
+class OnnxEncoderModel:
+    """An ONNX Runtime session that is called like the transformers model it was exported from.
+
+    ``model(input_ids=..., attention_mask=..., token_type_ids=..., output_hidden_states=False)`` returns an
+    ``OnnxOutput``; only the outputs the call needs are fetched (``logits`` when the graph has them, and the last
+    hidden state when asked for or when it is the only output). ``config`` is the transformers config.
+    """
+
+    def __init__(self, graph: str | Path, config: Any, threads: int | None = None) -> None:
+        ort = require_onnxruntime()
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or usable_cores()
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.graph = Path(graph)
+        self.session = ort.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self.config = config
+        self.threads = options.intra_op_num_threads
+
+    def __repr__(self) -> str:
+        return f"OnnxEncoderModel({str(self.graph)!r}, threads={self.threads})"
+
+    def eval(self) -> OnnxEncoderModel:
+        """No-op (there is no training mode); returns ``self`` as ``torch.nn.Module.eval`` does."""
+        return self
+
+    def to(self, device: Any) -> OnnxEncoderModel:
+        """Only the CPU is supported; returns ``self``."""
+        if torch.device(device).type != "cpu":
+            raise ValueError(f"an ONNX Runtime model runs on the CPU, not {device}")
+        return self
+
+    def __call__(self, output_hidden_states: bool = False, **inputs: torch.Tensor) -> OnnxOutput:
+        """One forward over a padded batch; ``ValueError`` when an input the graph needs is missing."""
+        missing = [n for n in self.input_names if n not in inputs]
+        if missing:
+            raise ValueError(
+                f"the ONNX graph {self.graph} needs the input(s) {missing}, got {sorted(inputs)}"
+            )
+        feed = {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
+        wanted = [n for n in ("logits",) if n in self.output_names]
+        if (output_hidden_states or not wanted) and "last_hidden_state" in self.output_names:
+            wanted.append("last_hidden_state")
+        values = self.session.run(wanted, feed)
+        return OnnxOutput({n: torch.from_numpy(v) for n, v in zip(wanted, values)})

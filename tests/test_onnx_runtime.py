@@ -1,0 +1,240 @@
+"""ONNX Runtime path of the encoder families: export, the r2r_model.json record, scores equal to torch fp32,
+the evidence head, adapters, int8, stale exports, saving, the runtime choice and its errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import reason2rank
+import tiny_models
+from reason2rank import Doc, Query
+from reason2rank.model_dir import R2R_CONFIG
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("onnx")
+
+from reason2rank.onnx import export as export_module  # noqa: E402
+from reason2rank.onnx.export import export_onnx  # noqa: E402
+from reason2rank.onnx.runtime import OnnxEncoderModel  # noqa: E402
+
+TORCH = {"runtime": "torch", "dtype": "fp32", "progress": False}
+WORDS = ["paris", "capital", "france", "city", "river", "cat", "sat", "mat", "banana", "yellow", "fruit", "sky",
+         "blue", "music", "book", "house", "car", "water"]  # fmt: skip
+
+
+def _items(n_queries: int = 3, n_docs: int = 7) -> list[tuple[Query, list[Doc]]]:
+    rng = np.random.default_rng(0)
+    items = []
+    for qi in range(n_queries):
+        query = Query(str(qi), " ".join(rng.choice(WORDS, size=2 + qi)))
+        docs = [
+            Doc(f"d{j}", " ".join(rng.choice(WORDS, size=int(rng.integers(3, 40)))) + ".")
+            for j in range(n_docs)
+        ]
+        items.append((query, docs))
+    return items
+
+
+def _scores(model, items) -> np.ndarray:
+    return np.concatenate(model.score_batch(items))
+
+
+def _copy(src: str, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def exported_bert(tiny_bert_dir, tmp_path_factory) -> Path:
+    """A copy of the tiny BERT cross-encoder with an fp32 and an int8 export."""
+    path = _copy(tiny_bert_dir, tmp_path_factory.mktemp("ort") / "bert")
+    export_onnx(path, family="cross-encoder", int8=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "fixture,family",
+    [("tiny_bert_dir", "cross-encoder"), ("tiny_deberta_v2_dir", "cross-encoder"),
+     ("tiny_bert_encoder_dir", "bi-encoder")],
+)  # fmt: skip
+def test_export_records_it_and_load_opens_it_on_onnx_runtime_with_torch_scores(
+    fixture, family, request, tmp_path
+):
+    path = _copy(request.getfixturevalue(fixture), tmp_path / "model")
+    assert not (path / R2R_CONFIG).exists()
+    record = export_onnx(path, family=family)
+    cfg = json.loads((path / R2R_CONFIG).read_text())
+    assert cfg["family"] == family and cfg["onnx"]["fp32"] == "onnx/model.onnx" == record.fp32
+    assert (path / "onnx" / "model.onnx").is_file() and "int8" not in cfg["onnx"]
+    assert not [p for p in path.iterdir() if p.name.startswith(".onnx")], "no temporary folder is left"
+
+    ort_model = reason2rank.load(path, progress=False)  # auto: the export is there, this is the CPU
+    assert ort_model.runtime.runtime == "onnx" and ort_model.runtime.precision == "fp32"
+    assert isinstance(ort_model.model, OnnxEncoderModel)
+    assert ort_model.describe()["runtime"] == "onnx fp32"
+    torch_model = reason2rank.load(path, **TORCH)
+    assert torch_model.runtime.runtime == "torch" and isinstance(torch_model.model, torch.nn.Module)
+    items = _items()
+    np.testing.assert_allclose(_scores(ort_model, items), _scores(torch_model, items), atol=1e-4, rtol=0)
+    ranked_ort = ort_model.rerank(items[0][0], items[0][1])
+    ranked_torch = torch_model.rerank(items[0][0], items[0][1])
+    assert [sd.doc.id for sd in ranked_ort] == [sd.doc.id for sd in ranked_torch]
+
+
+def test_scores_do_not_depend_on_batch_size_on_onnx_runtime(exported_bert):
+    items = _items(4, 9)
+    small = reason2rank.load(exported_bert, batch_size=3, progress=False)
+    large = reason2rank.load(exported_bert, batch_size=64, progress=False)
+    np.testing.assert_allclose(_scores(small, items), _scores(large, items), atol=1e-5, rtol=0)
+
+
+def test_onnx_runtime_threads_follow_the_usable_cores(exported_bert):
+    from reason2rank.cpu_isa import usable_cores
+
+    model = reason2rank.load(exported_bert, runtime="onnx", progress=False)
+    assert model.model.threads == usable_cores()
+    assert model.engine.dtype == torch.float32 and model.engine.device.type == "cpu"
+
+
+def test_encoder_student_evidence_head_runs_on_onnx_runtime(tiny_bert_dir, tmp_path):
+    student = reason2rank.load(tiny_bert_dir, family="cross-encoder", **TORCH)
+    torch.manual_seed(3)
+    head = student.attach_evidence_head()
+    with torch.no_grad():
+        head.weight.normal_(0, 2.0)
+    path = student.save(tmp_path / "student")
+    export_onnx(path)
+    ort_model = reason2rank.load(path, progress=False)
+    torch_model = reason2rank.load(path, **TORCH)
+    assert ort_model.runtime.runtime == "onnx" and ort_model.evidence_head_layer is not None
+    items = _items(2, 5)
+    np.testing.assert_allclose(_scores(ort_model, items), _scores(torch_model, items), atol=1e-4, rtol=0)
+    docs = [Doc("a", "the cat sat on the mat. paris is the capital of france. water is good.")] + items[0][1]
+    features, _, _ = torch_model.encode_pairs_with_offsets(["capital of france"] * len(docs), docs)
+    probs_ort = ort_model.evidence_token_probs(features)
+    probs_torch = torch_model.evidence_token_probs(features)
+    np.testing.assert_allclose(probs_ort, probs_torch, atol=1e-4, rtol=0, equal_nan=True)
+    assert np.isfinite(probs_ort[0, : len(features[0]["input_ids"])]).all()
+    tasks = [(Query("q", "capital of france"), d, 0.0) for d in docs]
+    assert ort_model.explain_evidence(tasks) == torch_model.explain_evidence(tasks)
+
+
+def test_an_unmerged_lora_adapter_is_merged_into_the_export(tiny_bert_dir, tiny_bert_lora_dir, tmp_path):
+    with_adapter = reason2rank.load(
+        tiny_bert_dir, family="cross-encoder", adapter=tiny_bert_lora_dir, **TORCH
+    )
+    path = with_adapter.save(tmp_path / "lora")
+    assert json.loads((path / R2R_CONFIG).read_text())["adapter"] == "adapter"
+    export_onnx(path)
+    items = _items(2, 5)
+    ort_scores = _scores(reason2rank.load(path, progress=False), items)
+    np.testing.assert_allclose(ort_scores, _scores(reason2rank.load(path, **TORCH), items), atol=1e-4, rtol=0)
+    base = _scores(reason2rank.load(tiny_bert_dir, family="cross-encoder", **TORCH), items)
+    assert np.abs(ort_scores - base).max() > 1e-3, "the adapter must change the scores"
+
+
+def test_int8_graph_is_quantised_and_its_scores_follow_fp32(exported_bert):
+    from scipy.stats import spearmanr
+
+    fp32_file, int8_file = exported_bert / "onnx" / "model.onnx", exported_bert / "onnx" / "model_int8.onnx"
+    assert int8_file.stat().st_size < 0.6 * fp32_file.stat().st_size
+    fp32 = reason2rank.load(exported_bert, progress=False)
+    int8 = reason2rank.load(exported_bert, dtype="int8", progress=False)
+    assert int8.runtime.precision == "int8" and int8.describe()["runtime"] == "onnx int8"
+    items = _items(4, 12)
+    a, b = _scores(fp32, items), _scores(int8, items)
+    assert not np.allclose(a, b, atol=1e-6), "int8 weights change the scores a little"
+    assert spearmanr(a, b).statistic > 0.9
+
+
+def test_a_stale_export_is_never_used(tmp_path, tiny_bert_dir):
+    path = _copy(tiny_bert_dir, tmp_path / "m")
+    export_onnx(path, family="cross-encoder")
+    cfg = (path / R2R_CONFIG).read_text()
+    tiny_models.make_tiny_bert(tmp_path / "other", seed=7)  # other weights over the exported ones
+    shutil.copy2(tmp_path / "other" / "model.safetensors", path / "model.safetensors")
+    assert (path / R2R_CONFIG).read_text() == cfg
+    with pytest.warns(UserWarning, match="weights changed after it was exported"):
+        auto = reason2rank.load(path, progress=False)
+    assert auto.runtime.runtime == "torch"
+    with pytest.raises(ValueError, match="weights changed.*export-onnx"):
+        reason2rank.load(path, runtime="onnx", progress=False)
+
+
+def test_saving_a_model_opened_on_onnx_runtime_keeps_the_export(exported_bert, tmp_path):
+    model = reason2rank.load(exported_bert, progress=False)
+    out = model.save(tmp_path / "copy")
+    cfg = json.loads((out / R2R_CONFIG).read_text())
+    assert cfg["onnx"]["fp32"] == "onnx/model.onnx" and cfg["onnx"]["int8"] == "onnx/model_int8.onnx"
+    again = reason2rank.load(out, progress=False)
+    assert again.runtime.runtime == "onnx" and again.runtime.graph == out / "onnx" / "model.onnx"
+    items = _items(2, 4)
+    np.testing.assert_allclose(_scores(again, items), _scores(model, items), atol=1e-6, rtol=0)
+    torch_copy = reason2rank.load(exported_bert, **TORCH).save(tmp_path / "torch-copy")
+    assert "onnx" not in json.loads((torch_copy / R2R_CONFIG).read_text()), (
+        "torch weights saved anew: no export"
+    )
+
+
+def test_a_failed_check_leaves_the_model_directory_as_it_was(tiny_bert_dir, tmp_path, monkeypatch):
+    path = _copy(tiny_bert_dir, tmp_path / "m")
+    before = sorted(p.name for p in path.iterdir())
+    monkeypatch.setattr(export_module, "_max_difference", lambda *a, **k: 0.5)
+    with pytest.raises(ValueError, match="differs from torch fp32 by 5.00e-01"):
+        export_onnx(path, family="cross-encoder")
+    assert sorted(p.name for p in path.iterdir()) == before
+
+
+def test_a_new_export_replaces_the_old_one(exported_bert, tmp_path):
+    path = _copy(str(exported_bert), tmp_path / "m")
+    record = export_onnx(path)  # without --int8 now
+    assert record.int8 is None and not (path / "onnx" / "model_int8.onnx").exists()
+    assert "int8" not in json.loads((path / R2R_CONFIG).read_text())["onnx"]
+    with pytest.raises(FileNotFoundError, match="no int8 ONNX export.*--int8"):
+        reason2rank.load(path, dtype="int8", progress=False)
+
+
+# -- the runtime choice and its errors ------------------------------------------------------------------------
+def test_auto_runtime_is_torch_without_an_export(tiny_bert_dir):
+    model = reason2rank.load(tiny_bert_dir, family="cross-encoder", progress=False)
+    assert model.runtime.runtime == "torch" and isinstance(model.model, torch.nn.Module)
+
+
+def test_runtime_errors_say_what_to_do(tiny_bert_dir, tiny_llama_dir, exported_bert):
+    with pytest.raises(ValueError, match="has no ONNX export; make one with `reason2rank export-onnx"):
+        reason2rank.load(tiny_bert_dir, family="cross-encoder", runtime="onnx")
+    with pytest.raises(ValueError, match="dtype='int8' runs on ONNX Runtime only"):
+        reason2rank.load(exported_bert, runtime="torch", dtype="int8")
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; use one of auto, torch, onnx"):
+        reason2rank.load(exported_bert, runtime="tensorrt")
+    with pytest.raises(ValueError, match="runs fp32 or int8 graphs, not dtype='bf16'"):
+        reason2rank.load(exported_bert, runtime="onnx", dtype="bf16")
+    with pytest.raises(ValueError, match="runtime='onnx' runs on the CPU"):
+        reason2rank.load(exported_bert, runtime="onnx", device="cuda")
+    with pytest.raises(ValueError, match="support the encoder families"):
+        reason2rank.load(tiny_llama_dir, family="causal-lm", runtime="onnx")
+    bf16 = reason2rank.load(exported_bert, dtype="bf16", progress=False)  # auto + bf16: torch keeps bf16
+    assert bf16.runtime.runtime == "torch" and bf16.engine.dtype == torch.bfloat16
+
+
+def test_export_refuses_what_it_cannot_export(tiny_llama_dir, tiny_bert_dir, tmp_path):
+    with pytest.raises(ValueError, match="export-onnx supports the encoder families.*causal-lm"):
+        export_onnx(tiny_llama_dir, family="causal-lm")
+    with pytest.raises(ValueError, match="has no r2r_model.json; say which family"):
+        export_onnx(_copy(tiny_bert_dir, tmp_path / "plain"))
+    with pytest.raises(FileNotFoundError, match="no model directory"):
+        export_onnx(tmp_path / "missing")
+    assert not (Path(tiny_llama_dir) / "onnx").exists()
+
+
+def test_onnx_model_refuses_a_batch_without_its_inputs(exported_bert):
+    model = reason2rank.load(exported_bert, progress=False).model
+    with warnings.catch_warnings(), pytest.raises(ValueError, match="needs the input"):
+        model(input_ids=torch.ones((1, 4), dtype=torch.long))
