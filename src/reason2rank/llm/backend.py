@@ -58,7 +58,8 @@ class UnsupportedOption(ValueError):
 class GenerationResult:
     """One answer: its text, the reasoning a server returned apart (``reasoning``/``reasoning_content``),
     token counts (0 when the backend cannot tell), why generation stopped, the seconds it took, whether it came
-    from the response cache, and ``error`` when no answer came back at all."""
+    from the response cache, whether decoding was constrained to the request's schema or regex, and ``error`` when no
+    answer came back at all."""
 
     text: str = ""
     prompt_tokens: int = 0
@@ -68,13 +69,15 @@ class GenerationResult:
     reasoning: str | None = None
     latency_s: float = 0.0
     cached: bool = False
+    constrained: bool = False  # generated under a JSON-schema or regex constraint (valid by construction)
 
 
 @dataclass(frozen=True)
 class GenerationSettings:
     """How to decode: greedy when ``temperature == 0``; ``stop`` strings end the answer; ``prefix`` is text the
     answer starts with (it is part of the prompt, and not of the returned text); ``json_schema`` asks for
-    structured output where the backend supports it."""
+    structured output where the backend supports it; ``answer_regex`` asks, where the backend supports it, that the
+    answer (after ``prefix``) match a regular expression (e.g. a ranking ``[2] > [1]``)."""
 
     max_new_tokens: int = 1024
     temperature: float = 0.0
@@ -83,6 +86,7 @@ class GenerationSettings:
     stop: tuple[str, ...] = ()
     prefix: str = ""
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
+    answer_regex: str | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -107,6 +111,8 @@ class GenerationSettings:
             out["stop"] = self.stop
         if self.prefix:
             out["prefix"] = self.prefix
+        if self.answer_regex:
+            out["answer_regex"] = self.answer_regex
         return out
 
     def key(self) -> dict[str, Any]:

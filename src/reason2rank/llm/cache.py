@@ -22,7 +22,7 @@ from reason2rank.llm.backend import GenerationResult, GenerationSettings, Messag
 
 __all__ = ["ResponseCache", "request_key"]
 
-_FIELDS = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "reasoning")
+_FIELDS = ("text", "prompt_tokens", "completion_tokens", "finish_reason", "reasoning", "constrained")
 
 
 def request_key(identity: Mapping[str, Any], messages: Messages, settings: GenerationSettings) -> str:

@@ -179,8 +179,11 @@ class LLM:
                     finish(i, hit, keys[i])
                     continue
             s = req.settings
+            options = s.options()
+            if "answer_regex" not in self.backend.supported_options:
+                options.pop("answer_regex", None)  # structured output where the backend supports it
             groups.setdefault(
-                (s.max_new_tokens, s.temperature, tuple(sorted(s.options().items()))), []
+                (s.max_new_tokens, s.temperature, tuple(sorted(options.items()))), []
             ).append(i)
         for (max_new, temperature, options), idx in groups.items():
             schemas = [requests[i].settings.json_schema for i in idx]

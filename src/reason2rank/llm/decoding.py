@@ -107,11 +107,14 @@ def decode(
     stop: Sequence[str] = (),
     tokenizer: Any = None,
     share_prefix: bool = True,
+    constraints: Any = None,
 ) -> list[Decoded]:
     """Generate a continuation of every prompt (token id lists) in one batch; see the module docstring.
 
     ``stop`` strings need ``tokenizer`` (to read the text generated so far). Sampling (``temperature > 0``)
     draws from a generator seeded with ``seed`` (a fresh one per call), so a seeded call is reproducible.
+    ``constraints`` (``llm.constraints.RowConstraints``) limits each constrained row to the tokens its grammar
+    allows at every step; a row whose grammar has ended stops.
     """
     if not prompts:
         return []
@@ -146,6 +149,8 @@ def decode(
         finish: list[str | None] = [None] * n
         stopped_by: list[str | None] = [None] * n
         for step in range(max_new_tokens):
+            if constraints is not None:
+                logits = constraints.mask(logits, [f is None for f in finish])
             nxt = _pick(logits, temperature, top_p, generator)
             tokens = nxt.tolist()
             for i, t in enumerate(tokens):
@@ -155,6 +160,11 @@ def decode(
                     finish[i] = "stop"
                     continue
                 out[i].append(t)
+                if constraints is not None:
+                    constraints.accept(i, t)
+                    if constraints.done(i):
+                        finish[i] = "stop"
+                        continue
                 if stop:
                     tail = tokenizer.decode(out[i][-32:], skip_special_tokens=True)
                     hit = next((s for s in stop if s in tail), None)

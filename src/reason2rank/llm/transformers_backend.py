@@ -4,7 +4,9 @@ sampled decoding with a shared-prefix KV cache (``llm.decoding``), CUDA out-of-m
 Prompts are sorted by length so a batch pads little, and identical prompts are generated once. On CUDA
 out-of-memory the batch is halved and retried (down to one prompt, after which that prompt is reported as an
 error). Token counts are exact: the prompt's tokens and the generated tokens up to and including the
-end-of-sequence token. ``label_logprobs`` reads the log-probability of answer labels at the first answer
+end-of-sequence token. With xgrammar installed (the ``constrained`` extra), a request's JSON schema or answer regex
+is enforced while decoding (``constrain``, on by default when it is installed): the answer cannot leave the schema,
+and ``GenerationResult.constrained`` says so. ``label_logprobs`` reads the log-probability of answer labels at the first answer
 position (the likelihood read-out of setwise and pairwise ranking), without generating.
 """
 
@@ -30,10 +32,11 @@ class TransformersBackend(Backend):
     a download) or an already loaded model (then pass ``tokenizer``). ``device``: ``auto`` (CUDA, then MPS, then
     CPU), ``dtype``: ``auto`` (bf16 on GPUs that support it) or one of the engine's names (``fp32``, ``bf16``,
     ``fp16``). ``batch_size`` prompts are generated together; ``share_prefix`` runs a prefix common to a batch
-    once.
+    once. ``constrain``: enforce each request's JSON schema / answer regex while decoding (``None``: when xgrammar
+    is installed).
     """
 
-    supported_options = frozenset({"top_p", "seed", "stop", "prefix"})
+    supported_options = frozenset({"top_p", "seed", "stop", "prefix", "answer_regex"})
 
     def __init__(
         self,
@@ -47,6 +50,7 @@ class TransformersBackend(Backend):
         trust_remote_code: bool = False,
         share_prefix: bool = True,
         name: str | None = None,
+        constrain: bool | None = None,
     ):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -110,6 +114,13 @@ class TransformersBackend(Backend):
         if gen_eos is not None:
             eos_ids |= set(gen_eos if isinstance(gen_eos, list) else [gen_eos])
         self.eos_token_ids = sorted(int(e) for e in eos_ids)
+        from reason2rank.llm.constraints import constraints_available
+
+        if constrain and not constraints_available():
+            raise ImportError(
+                "constrain=True needs xgrammar: pip install 'reason2rank[constrained]' (or leave constrain unset)"
+            )
+        self.constrain = constraints_available() if constrain is None else bool(constrain)
         self._warned_template = False
         self._encoded: dict[str, list[int]] = {}  # rendered prompt -> ids: a strategy checks the length first
 
@@ -142,7 +153,11 @@ class TransformersBackend(Backend):
 
     def identity(self) -> dict[str, Any]:
         """Class, name and the model's dtype (answers differ between dtypes)."""
-        return {**super().identity(), "dtype": str(next(self.model.parameters()).dtype)}
+        return {
+            **super().identity(),
+            "dtype": str(next(self.model.parameters()).dtype),
+            "constrain": self.constrain,
+        }
 
     # -- generation ------------------------------------------------------------------------------------------
     def generate(
@@ -157,12 +172,24 @@ class TransformersBackend(Backend):
     ) -> list[GenerationResult]:
         """Answer every message list with batched, left-padded generation; see ``Backend.generate``.
 
-        ``json_schema`` is not enforced here (the answer is parsed and validated by the caller)."""
+        ``json_schema`` and the ``answer_regex`` option are enforced while decoding when ``constrain`` is on
+        (the answer is still parsed and validated by the caller: a schema cannot check that evidence is quoted)."""
+        from reason2rank.llm.backend import schema_for
+        from reason2rank.llm.constraints import Constraint
+
         self.check_options(options)
         prefix = str(options.get("prefix", ""))
         encoded = [self.encode(m, prefix) for m in messages]
+        constraints: list[Constraint | None] = [None] * len(encoded)
+        if self.constrain:
+            regex = options.get("answer_regex")
+            for i in range(len(encoded)):
+                schema = schema_for(json_schema, i)
+                constraints[i] = (Constraint.json(schema) if schema is not None
+                                  else Constraint.regex(regex) if regex else None)  # fmt: skip
         return self.generate_ids(
             encoded,
+            constraints=constraints,
             on_result=on_result,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -181,26 +208,30 @@ class TransformersBackend(Backend):
         top_p: float | None = None,
         seed: int | None = None,
         stop: tuple[str, ...] = (),
+        constraints: Sequence[Any] | None = None,
     ) -> list[GenerationResult]:
-        """``generate`` for prompts already tokenised (the causal-LM family builds its own, cut to fit)."""
+        """``generate`` for prompts already tokenised (the causal-LM family builds its own, cut to fit);
+        ``constraints``: a ``llm.constraints.Constraint`` or ``None`` per prompt."""
         import torch
 
         from reason2rank.engine import is_out_of_memory
         from reason2rank.llm.decoding import decode
 
-        distinct: dict[tuple[int, ...], list[int]] = {}
+        rules = list(constraints) if constraints is not None else [None] * len(encoded)
+        distinct: dict[tuple[tuple[int, ...], Any], list[int]] = {}
         for i, ids in enumerate(encoded):
-            distinct.setdefault(tuple(ids), []).append(i)
-        keys = sorted(distinct, key=len, reverse=True)
+            distinct.setdefault((tuple(ids), rules[i]), []).append(i)
+        keys = sorted(distinct, key=lambda k: len(k[0]), reverse=True)
         results: list[GenerationResult | None] = [None] * len(encoded)
         pos, batch_size = 0, self.batch_size
         while pos < len(keys):
             batch = keys[pos : pos + batch_size]
             started = time.perf_counter()
+            row_rules = self._row_constraints([k[1] for k in batch])
             try:
                 decoded = decode(
                     self.model,
-                    batch,
+                    [k[0] for k in batch],
                     pad_token_id=self.pad_token_id,
                     eos_token_ids=self.eos_token_ids,
                     max_new_tokens=max_new_tokens,
@@ -210,6 +241,7 @@ class TransformersBackend(Backend):
                     stop=stop,
                     tokenizer=self.tokenizer,
                     share_prefix=self.share_prefix,
+                    constraints=row_rules,
                 )
             except (RuntimeError, MemoryError) as e:
                 if self.device.type != "cuda" or not is_out_of_memory(e):
@@ -219,7 +251,7 @@ class TransformersBackend(Backend):
                     batch_size = max(1, batch_size // 2)
                     continue
                 decoded = None
-                error = f"CUDA out of memory for a prompt of {len(batch[0])} tokens: {e}"
+                error = f"CUDA out of memory for a prompt of {len(batch[0][0])} tokens: {e}"
             elapsed = time.perf_counter() - started
             for j, key in enumerate(batch):
                 if decoded is None:
@@ -231,11 +263,12 @@ class TransformersBackend(Backend):
                         text = text[: text.find(d.stopped_by)]
                     res = GenerationResult(
                         text=text,
-                        prompt_tokens=len(key),
+                        prompt_tokens=len(key[0]),
                         completion_tokens=len(d.ids)
                         + (1 if d.finish_reason == "stop" and d.stopped_by is None else 0),
                         finish_reason=d.finish_reason,
                         latency_s=elapsed,
+                        constrained=key[1] is not None,
                     )
                 for i in distinct[key]:
                     results[i] = res
@@ -243,6 +276,16 @@ class TransformersBackend(Backend):
                         on_result(i, res)
             pos += len(batch)
         return [r for r in results if r is not None]
+
+    def _row_constraints(self, rules: Sequence[Any]) -> Any:
+        """The ``RowConstraints`` of one batch (``None`` when no row is constrained)."""
+        if all(r is None for r in rules):
+            return None
+        from reason2rank.llm.constraints import ConstraintCompiler, RowConstraints
+
+        vocab = int(self.model.config.get_text_config().vocab_size)
+        compiler = ConstraintCompiler.for_tokenizer(self.tokenizer, vocab, self.eos_token_ids)
+        return RowConstraints(compiler, rules)
 
     # -- likelihood read-out ---------------------------------------------------------------------------------
     def label_token_ids(self, labels: Sequence[str]) -> list[int]:

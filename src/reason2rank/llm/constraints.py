@@ -1,0 +1,216 @@
+"""Constrained decoding for local models: generation that can only produce text a JSON schema or a regex allows.
+
+Built on xgrammar (Apache-2.0; the structured-generation engine of vLLM, SGLang and TensorRT-LLM): its grammar
+compiler works from the tokenizer's vocabulary, and its matcher gives, at each step, the bitmask of tokens that
+keep the output inside the grammar, in C++ (a few microseconds per token). Chosen over lm-format-enforcer
+(pure Python, a per-step token walk) for speed and over outlines for its smaller footprint and per-step API,
+which our own decoding loop (``llm.decoding``) needs. Optional: ``pip install 'reason2rank[constrained]'``;
+imported only when a constrained request is decoded.
+
+With a constraint, an answer is *valid by construction* up to the token budget: an answer cut by
+``max_new_tokens`` is still incomplete (``finish_reason == "length"``), never repaired into something else.
+
+    compiler = ConstraintCompiler.for_tokenizer(tokenizer, vocab_size)
+    matcher = compiler.matcher(Constraint.json(schema))  # or Constraint.regex(r"\\[\\d+\\]( > \\[\\d+\\])*")
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["Constraint", "ConstraintCompiler", "RowConstraints", "constraints_available"]
+
+
+def constraints_available() -> bool:
+    """Whether constrained decoding can run here (xgrammar is installed)."""
+    return importlib.util.find_spec("xgrammar") is not None
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """What an answer must match: ``kind`` is ``"json"`` (``spec``: a JSON schema, serialised) or ``"regex"``."""
+
+    kind: str
+    spec: str
+
+    @classmethod
+    def json(cls, schema: Mapping[str, Any]) -> Constraint:
+        """A JSON-schema constraint."""
+        return cls("json", json.dumps(schema, sort_keys=True))
+
+    @classmethod
+    def regex(cls, pattern: str) -> Constraint:
+        """A regular-expression constraint (the whole answer matches ``pattern``)."""
+        return cls("regex", pattern)
+
+
+class ConstraintCompiler:
+    """Compiles constraints for one tokenizer (compiled grammars are kept: one compile per schema or regex)."""
+
+    _by_tokenizer: dict[tuple[Any, ...], ConstraintCompiler] = {}
+    _lock = threading.Lock()
+
+    def __init__(self, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int] = ()) -> None:
+        try:
+            import xgrammar as xgr
+        except ImportError as e:
+            raise ImportError(
+                "constrained decoding needs xgrammar: pip install 'reason2rank[constrained]' (or pass "
+                "constrain=False to generate without constraints)"
+            ) from e
+        self._xgr = xgr
+        self._tokenizer = tokenizer  # kept alive: compilers are found by the tokenizer's id
+        stops = [int(t) for t in stop_token_ids] or None  # the model's end tokens end a complete answer
+        self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stops)
+        self._compiler = xgr.GrammarCompiler(self.info)
+        self._compiled: dict[Constraint, Any] = {}
+        # xgrammar's JSON strings admit raw control characters, which JSON (RFC 8259) does not: tokens holding
+        # one are barred from JSON answers (compact JSON never needs them; an escaped "\\n" is printable)
+        stop = set(self.info.stop_token_ids)
+        vocab = self.info.decoded_vocab
+        self.control_token_ids = torch.tensor(
+            [i for i, b in enumerate(vocab) if i not in stop and any(c < 0x20 for c in b)], dtype=torch.long
+        )
+        self.utf8 = _Utf8Tables(vocab, stop)
+
+    @classmethod
+    def for_tokenizer(
+        cls, tokenizer: Any, vocab_size: int, stop_token_ids: Sequence[int] = ()
+    ) -> ConstraintCompiler:
+        """The compiler of ``tokenizer`` (made once per tokenizer object, vocabulary size and stop tokens)."""
+        key = (id(tokenizer), int(vocab_size), tuple(stop_token_ids))
+        with cls._lock:
+            if key not in cls._by_tokenizer:
+                cls._by_tokenizer[key] = cls(tokenizer, vocab_size, stop_token_ids)
+            return cls._by_tokenizer[key]
+
+    def compile(self, constraint: Constraint) -> Any:
+        """The compiled grammar of ``constraint`` (a clear error for a schema or regex xgrammar cannot take)."""
+        got = self._compiled.get(constraint)
+        if got is None:
+            try:
+                if constraint.kind == "json":
+                    got = self._compiler.compile_json_schema(constraint.spec, any_whitespace=False)
+                elif constraint.kind == "regex":
+                    got = self._compiler.compile_regex(constraint.spec)
+                else:
+                    raise ValueError(f"unknown constraint kind {constraint.kind!r} (json or regex)")
+            except RuntimeError as e:
+                raise ValueError(
+                    f"cannot compile the {constraint.kind} constraint {constraint.spec[:200]!r}: {e}"
+                ) from e
+            self._compiled[constraint] = got
+        return got
+
+    def matcher(self, constraint: Constraint) -> Any:
+        """A fresh matcher (one per generated row) for ``constraint``."""
+        return self._xgr.GrammarMatcher(self.compile(constraint))
+
+
+class _Utf8Tables:
+    """Keeps a byte-level answer valid UTF-8: xgrammar admits a multi-byte character cut short (a lead byte with
+    too few continuation bytes), which decodes to U+FFFD and breaks a schema's ``maxLength``. Per token: how many
+    continuation bytes it starts with, whether the rest is well formed, how many bytes its last character still
+    needs; ``allowed[r]`` is the tokens that may follow when ``r`` continuation bytes are pending."""
+
+    def __init__(self, vocab: Sequence[bytes], stop: set[int]) -> None:
+        n = len(vocab)
+        self.next_pending: list[tuple[int, int] | None] = [None] * n  # (kind, value): see ``after``
+        allowed = torch.zeros((4, n), dtype=torch.bool)
+        for i, b in enumerate(vocab):
+            if i in stop or not b:  # special tokens (empty bytes): free, when no character is open
+                allowed[0, i] = True
+                self.next_pending[i] = (0, 0)
+                continue
+            head = 0
+            while head < len(b) and 0x80 <= b[head] <= 0xBF:
+                head += 1
+            if head == len(b):  # only continuation bytes: fits when at most ``r`` are pending
+                for r in range(head, 4):
+                    allowed[r, i] = True
+                self.next_pending[i] = (1, head)
+                continue
+            need, ok, k = 0, head <= 3, head
+            while ok and k < len(b):
+                c = b[k]
+                if need:
+                    ok, need = 0x80 <= c <= 0xBF, need - 1
+                elif c < 0x80:
+                    pass
+                elif 0xC2 <= c <= 0xDF:
+                    need = 1
+                elif 0xE0 <= c <= 0xEF:
+                    need = 2
+                elif 0xF0 <= c <= 0xF4:
+                    need = 3
+                else:
+                    ok = False
+                k += 1
+            if ok:
+                allowed[head, i] = True
+                self.next_pending[i] = (0, need)
+        self.allowed = allowed
+
+    def after(self, pending: int, token: int) -> int:
+        """Continuation bytes pending after ``token``."""
+        kind, value = self.next_pending[token] or (0, 0)
+        return pending - value if kind == 1 else value
+
+
+class RowConstraints:
+    """The matchers of one batch's rows (``None`` for an unconstrained row), applied step by step by
+    ``llm.decoding.decode``: ``mask`` limits the logits to allowed tokens, ``accept`` advances a row, and
+    ``done`` says when a row's grammar has reached its end (the answer is complete)."""
+
+    def __init__(self, compiler: ConstraintCompiler, constraints: Sequence[Constraint | None]) -> None:
+        xgr = compiler._xgr
+        self._xgr = xgr
+        self.matchers: list[Any] = [compiler.matcher(c) if c is not None else None for c in constraints]
+        self.json_rows = [i for i, c in enumerate(constraints) if c is not None and c.kind == "json"]
+        self.control_token_ids = compiler.control_token_ids
+        self.utf8 = compiler.utf8
+        self.pending = [0] * len(self.matchers)
+        self.rows = [i for i, m in enumerate(self.matchers) if m is not None]
+        self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), compiler.info.vocab_size)
+
+    def mask(self, logits: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
+        """``logits`` (rows × vocab) with the tokens each active constrained row may not take set to -inf."""
+        rows = [i for i in self.rows if active[i]]
+        if not rows:
+            return logits
+        self.bitmask.fill_(-1)  # all allowed, for unconstrained rows
+        for i in rows:
+            self.matchers[i].fill_next_token_bitmask(self.bitmask, i)
+        out = logits.float().contiguous()
+        self._xgr.apply_token_bitmask_inplace(out, self.bitmask.to(out.device), indices=rows)
+        width = min(out.shape[1], self.utf8.allowed.shape[1])
+        for i in rows:  # a multi-byte character that was started must be finished, and well formed
+            bad = ~self.utf8.allowed[self.pending[i], :width].to(out.device)
+            out[i, :width] = out[i, :width].masked_fill(bad, float("-inf"))
+        json_rows = [i for i in self.json_rows if active[i]]
+        if json_rows and len(self.control_token_ids):
+            ids = self.control_token_ids.to(out.device)
+            out[torch.tensor(json_rows, device=out.device)[:, None], ids[None, :]] = float("-inf")
+        return out
+
+    def accept(self, row: int, token: int) -> None:
+        """Advance ``row``'s matcher by the generated ``token``."""
+        m = self.matchers[row]
+        if m is not None:
+            if not m.accept_token(int(token)):
+                raise RuntimeError(
+                    f"the constrained row {row} generated token {token}, which its grammar rejects"
+                )
+            self.pending[row] = self.utf8.after(self.pending[row], int(token))
+
+    def done(self, row: int) -> bool:
+        """Whether ``row``'s grammar has ended (its answer is complete)."""
+        m = self.matchers[row]
+        return m is not None and m.is_terminated()

@@ -1,0 +1,85 @@
+"""Constrained decoding (xgrammar) in the local backend: a random tiny model under a JSON schema or a regex can only
+produce answers that match it (100 sampled seeds); unconstrained rows of the same batch are untouched."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+pytest.importorskip("xgrammar")
+jsonschema = pytest.importorskip("jsonschema")
+
+from reason2rank.llm.backend import GenerationSettings  # noqa: E402
+from reason2rank.llm.client import LLM, LLMRequest  # noqa: E402
+from reason2rank.llm.transformers_backend import TransformersBackend  # noqa: E402
+from reason2rank.teacher.parsing import COMPARE_SCHEMA, DIRECT_SCHEMA  # noqa: E402
+
+BOUNDED = {
+    "type": "object",
+    "properties": {
+        "reasoning": {"type": "string", "maxLength": 24},
+        "evidence": {"type": ["string", "null"], "maxLength": 12},
+        "relevance": {"type": "integer", "enum": [0, 1, 2, 3]},
+    },
+    "required": ["reasoning", "evidence", "relevance"],
+    "additionalProperties": False,
+}
+PROMPTS = [[{"role": "user", "content": f"grade document {i} for the query, as json"}] for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def backend(tiny_llama_dir):
+    return TransformersBackend(tiny_llama_dir, dtype="fp32", batch_size=4)
+
+
+def test_a_random_model_under_a_schema_always_gives_schema_valid_json(backend):
+    assert backend.constrain is True
+    for seed in range(25):  # 4 prompts a batch: 100 sampled answers
+        for res in backend.generate(
+            PROMPTS, json_schema=BOUNDED, max_new_tokens=96, temperature=1.0, seed=seed
+        ):
+            assert res.constrained and res.finish_reason == "stop", (seed, res)
+            jsonschema.validate(json.loads(res.text), BOUNDED)
+
+
+def test_an_unbounded_schema_cut_by_the_budget_is_reported_as_cut_never_as_valid(backend):
+    for seed in range(5):
+        for schema in (DIRECT_SCHEMA, COMPARE_SCHEMA):
+            for res in backend.generate(PROMPTS[:2], json_schema=schema, max_new_tokens=40, temperature=1.0,
+                                        seed=seed):  # fmt: skip
+                if res.finish_reason == "stop":
+                    jsonschema.validate(json.loads(res.text), schema)
+                else:
+                    assert res.finish_reason == "length" and res.constrained
+
+
+def test_a_regex_constraint_always_matches(backend):
+    ranking = r"\[[1-5]\]( > \[[1-5]\]){4}"
+    answer = r"<think>[a-z ]{0,20}</think> <answer>\[[1-4]\]</answer>"
+    for seed in range(25):
+        for pattern in (ranking, answer):
+            for res in backend.generate(
+                PROMPTS, answer_regex=pattern, max_new_tokens=48, temperature=1.0, seed=seed
+            ):
+                assert res.constrained and re.fullmatch(pattern, res.text), (seed, res.text)
+
+
+def test_unconstrained_rows_of_a_batch_are_decoded_as_without_constraints(tiny_llama_dir, backend):
+    free = TransformersBackend(tiny_llama_dir, dtype="fp32", batch_size=4, constrain=False)
+    assert free.constrain is False and free.identity()["constrain"] is False
+    plain = free.generate(PROMPTS, max_new_tokens=12)
+    mixed = backend.generate(PROMPTS, json_schema=[BOUNDED, None, BOUNDED, None], max_new_tokens=12)
+    assert [r.constrained for r in mixed] == [True, False, True, False]
+    assert [mixed[1].text, mixed[3].text] == [plain[1].text, plain[3].text]
+    assert not any(r.constrained for r in free.generate(PROMPTS[:1], json_schema=BOUNDED, max_new_tokens=4))
+
+
+def test_the_llm_client_passes_the_answer_regex_and_caches_it_apart(backend):
+    llm = LLM(backend)
+    regex = r"\[[1-3]\]( > \[[1-3]\]){2}"
+    req = LLMRequest(PROMPTS[0], GenerationSettings(max_new_tokens=20, answer_regex=regex))
+    [(res, _)] = llm.generate([req])
+    assert res.constrained and re.fullmatch(regex, res.text)
+    assert GenerationSettings(answer_regex=regex).key() != GenerationSettings().key()
