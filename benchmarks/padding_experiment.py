@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--queries", type=int, default=None, help="only the first N queries")
     args = ap.parse_args()
 
     from cross_encoder_throughput import build_cross_encoder_dir
@@ -48,7 +49,7 @@ def main() -> None:
     from reason2rank.engine import pad_batch
 
     hf_logging.set_verbosity_error()
-    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")
+    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")[: args.queries]
     print(f"CPU: {cpu_isa_summary()}; load average {os.getloadavg()[0]:.2f}")
     with tempfile.TemporaryDirectory() as tmp:
         path = build_cross_encoder_dir(Path(tmp) / "minilm-ce")
