@@ -83,3 +83,55 @@ def test_the_llm_client_passes_the_answer_regex_and_caches_it_apart(backend):
     [(res, _)] = llm.generate([req])
     assert res.constrained and re.fullmatch(regex, res.text)
     assert GenerationSettings(answer_regex=regex).key() != GenerationSettings().key()
+
+
+def test_a_constrained_teacher_never_fails_on_json_and_records_how_each_answer_came(backend, tmp_path):
+    from reason2rank import Doc, Query
+    from reason2rank.teacher import Teacher
+
+    items = [(Query("q1", "what is a flea"), [Doc("d1", "Fleas are small insects. They bite."),
+                                              Doc("d2", "Cats are animals.")])]  # fmt: skip
+    with Teacher(backend, store=tmp_path / "ann.jsonl", max_new_tokens=160, max_tries=2) as t:
+        t.annotate(items, tasks=("direct", "compare"))
+        records = list(t.store.records())
+    assert records
+    for r in records:
+        assert all(a["constrained"] for a in r["attempts"])
+        for a in r[
+            "attempts"
+        ]:  # a random model's answer may be a bad reason or cut by the budget, never broken
+            if a["error"] and not a.get("truncated"):
+                assert "JSON" not in a["error"] and "missing field" not in a["error"], a["error"]
+        for a in r["attempts"][1:]:  # a greedy teacher's retry is sampled, and says so
+            assert "sampled at temperature" in a["change"]
+        assert r["decoding"] == ("constrained" if r["status"] != "failed" else "free")
+
+
+def test_strategies_ask_for_their_answer_format_and_constrained_answers_need_no_repair(tiny_llama_dir):
+    import warnings
+
+    import reason2rank
+    from reason2rank import Doc, Query
+
+    docs = [
+        Doc(f"d{i}", t) for i, t in enumerate(["fleas live long", "cats purr", "paris is big", "flea cycle"])
+    ]
+    setwise = reason2rank.load(
+        tiny_llama_dir, family="setwise", num_child=3, k=2, dtype="fp32", progress=False
+    )
+    assert re.fullmatch(setwise.answer_regex(4), " C") and not re.fullmatch(setwise.answer_regex(4), " E")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ranked = setwise.rerank_batch([(Query("q", "fleas"), docs)])[0]
+    assert ranked.info["repaired"] == 0  # the label is forced: nothing to repair
+    listwise = reason2rank.load(
+        tiny_llama_dir, family="listwise", window=4, stride=2, dtype="fp32", progress=False
+    )
+    assert re.fullmatch(listwise.answer_regex(4), "[2] > [1] > [4] > [3]")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        listwise.rerank_batch([(Query("q", "fleas"), docs)])
+    for record in listwise.llm.log.records:  # ids may repeat (a regex cannot forbid it), but never go missing
+        assert "no_ids" not in record.problems
+    free = reason2rank.load(tiny_llama_dir, family="listwise", constrain_answers=False, dtype="fp32")
+    assert free.settings(10, 4).answer_regex is None and listwise.settings(10, 4).answer_regex

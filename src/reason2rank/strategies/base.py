@@ -119,6 +119,9 @@ class LLMStrategy(Reranker):
         cache: a response cache (a ``ResponseCache`` or a file path): a rerun costs nothing.
         max_new_tokens / temperature / seed: decoding (greedy by default).
         backend_options: passed to the backend (``batch_size``, ``device``, ``dtype``, ``max_in_flight``, ...).
+        constrain_answers: ask for the strategy's answer format as a regex constraint (``[2] > [1] > ...``,
+            ``<answer>[k]</answer>``, a passage label), enforced by backends that can (local transformers with
+            xgrammar); answers are still parsed, and repaired where a backend could not constrain them.
     """
 
     family = ""
@@ -143,6 +146,7 @@ class LLMStrategy(Reranker):
         progress: bool | None = None,
         backend_options: dict[str, Any] | None = None,
         model_dir: str | os.PathLike[str] | None = None,
+        constrain_answers: bool = True,
         **device_options: Any,
     ) -> None:
         if backend is None and model is None:
@@ -180,6 +184,7 @@ class LLMStrategy(Reranker):
         self.seed = seed
         self.max_new_tokens = max_new_tokens
         self.progress = progress
+        self.constrain_answers = bool(constrain_answers)
         tok = self.llm.tokenizer
         model_max = getattr(getattr(getattr(self.llm.backend, "model", None), "config", None),
                             "max_position_embeddings", None)  # fmt: skip
@@ -191,13 +196,19 @@ class LLMStrategy(Reranker):
         """The algorithm for one query (see the module docstring)."""
         raise NotImplementedError
 
-    def settings(self, default_max_new_tokens: int) -> GenerationSettings:
-        """The decoding settings of this strategy's requests."""
+    def answer_regex(self, n: int) -> str | None:
+        """The regex an answer over ``n`` passages must match (``None``: free text); see ``constrain_answers``."""
+        return None
+
+    def settings(self, default_max_new_tokens: int, n: int | None = None) -> GenerationSettings:
+        """The decoding settings of this strategy's requests (over ``n`` passages, for the answer regex)."""
+        regex = self.answer_regex(n) if (n is not None and self.constrain_answers) else None
         return GenerationSettings(
             max_new_tokens=self.max_new_tokens or default_max_new_tokens,
             temperature=self.temperature,
             seed=self.seed,
             prefix=self.prompt.prefix,
+            answer_regex=regex,
         )
 
     # -- prompts ----------------------------------------------------------------------------------------------
@@ -296,6 +307,8 @@ class LLMStrategy(Reranker):
         for key in ("depth", "seed", "max_new_tokens", "context_length", "max_tokens"):
             if getattr(self, key) is not None:
                 cfg[key] = getattr(self, key)
+        if not self.constrain_answers:
+            cfg["constrain_answers"] = False
         return cfg
 
     def save(self, path: str | os.PathLike[str]) -> Path:

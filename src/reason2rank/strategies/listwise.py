@@ -70,6 +70,13 @@ class ListwiseReranker(LLMStrategy):
         base = len(tok(ranking, add_special_tokens=False)["input_ids"]) + 2 if tok is not None else 6 * k + 16
         return base + 1024 if "reasoning" in self.prompt.version else base
 
+    def answer_regex(self, n: int) -> str | None:
+        """``[i] > [j] > ...`` over ids 1..n (a reasoning prompt's answer is left free)."""
+        if "reasoning" in self.prompt.version:
+            return None
+        ident = "(" + "|".join(str(i) for i in range(n, 0, -1)) + ")"
+        return rf"\[{ident}\]( > \[{ident}\]){{{n - 1}}}"
+
     def plan(self, query: Query, docs: Sequence[Doc]) -> Plan:
         """Rank the windows back to front, each window's answer reordering its part of the list."""
         order = list(range(len(docs)))
@@ -80,7 +87,7 @@ class ListwiseReranker(LLMStrategy):
                 continue
             reserve = self.answer_tokens(self.window)  # one setting for every window, so they batch together
             messages, _ = self.fit({"query": query.text}, [docs[i].full_text for i in ids], reserve)
-            settings = self.settings(reserve)
+            settings = self.settings(reserve, len(ids))
             request = LLMRequest(messages, settings, self.tags(query, window=w, start=start, end=end))
             [(res, record)] = yield [request]
             parsed = parse_permutation(self.answer_text(res), len(ids), labels=self.prompt.labels)

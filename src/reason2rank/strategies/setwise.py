@@ -17,6 +17,7 @@ many times (seeded) and takes the majority (ties: the earliest passage of the se
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -90,6 +91,16 @@ class SetwiseReranker(LLMStrategy):
         """The token budget of one answer: a label, or reasoning and a label for reasoning prompts."""
         return 1024 if "r1" in self.prompt.version else 8
 
+    def answer_regex(self, n: int) -> str | None:
+        """One of the ``n`` labels: after a ``<think>`` prefix, the reasoning then ``<answer>[label]</answer>``;
+        after a label prefix (`` Passage:``), the label."""
+        labels = "(" + "|".join(re.escape(passage_label(j, self.prompt.labels)) for j in range(n)) + ")"
+        if self.prompt.prefix.rstrip().endswith("<think>"):
+            return rf"[^<]*</think>\s?<answer>\[{labels}\]</answer>"
+        if "<answer>" in self.prompt.text:
+            return rf"\s?<think>[^<]*</think>\s?<answer>\[{labels}\]</answer>"
+        return rf" ?{labels}"
+
     # -- one comparison ---------------------------------------------------------------------------------------
     def _requests(
         self, query: Query, docs: Sequence[Doc], members: list[int], call: int
@@ -107,7 +118,7 @@ class SetwiseReranker(LLMStrategy):
             shown = [members[j] for j in perm]
             messages, _ = self.fit({"query": query.text}, [docs[i].full_text for i in shown], reserve)
             tags = self.tags(query, comparison=call, permutation=p)
-            out.append((perm, LLMRequest(messages, self.settings(self.answer_tokens()), tags)))
+            out.append((perm, LLMRequest(messages, self.settings(self.answer_tokens(), len(shown)), tags)))
         return out
 
     def _winner(
