@@ -279,7 +279,7 @@ def test_hand_written_records_evidence_substring_and_bad_output():
             "docids": ["a"],
             "output": {
                 "relevance": 2,
-                "reasoning": "r",
+                "reasoning": "on topic",
                 "evidence": "Fleas live two to three months.",
                 "evidence_found": False,
             },
@@ -288,7 +288,12 @@ def test_hand_written_records_evidence_substring_and_bad_output():
             **base,
             "key": "k2",
             "docids": ["b"],
-            "output": {"relevance": 1, "reasoning": "r", "evidence": "not there", "evidence_found": False},
+            "output": {
+                "relevance": 1,
+                "reasoning": "on topic",
+                "evidence": "not there",
+                "evidence_found": False,
+            },
         },  # noqa: E501
         {**base, "key": "k2", "docids": ["b"], "status": "failed", "output": None},  # a failed retry
     ]
@@ -296,7 +301,9 @@ def test_hand_written_records_evidence_substring_and_bad_output():
     assert ts[0].candidate("a").evidence == "Fleas live two to three months."  # verbatim in doc.text
     assert ts[0].candidate("b").evidence is None and ts[0].candidate("b").grade == 1.0
     assert ts.source["skipped_failed"] == 0  # the finished record of k2 wins over the failed one
-    bad = [{**base, "key": "k3", "docids": ["a"], "output": {"relevance": float("nan"), "reasoning": "r"}}]
+    bad = [
+        {**base, "key": "k3", "docids": ["a"], "output": {"relevance": float("nan"), "reasoning": "on topic"}}
+    ]
     with pytest.raises(ValueError, match="annotation record 'k3'.*finite"):
         TrainingSet.from_store(bad, items(["a", "b"]))
 

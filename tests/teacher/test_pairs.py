@@ -85,7 +85,7 @@ def test_compare_pairs_come_from_the_teachers_direct_grades():
         if '"preferred"' in prompt:
             return '{"reasoning": "A is better.", "preferred": "A"}'
         grade = 3 if "apple pie recipe" in prompt else 2 if "pie crust" in prompt else 0
-        return f'{{"reasoning": "graded", "evidence": null, "relevance": {grade}}}'
+        return f'{{"reasoning": "graded it", "evidence": null, "relevance": {grade}}}'
 
     with MockChatServer(grade_by_word) as server:
         policy = PairPolicy(strategies=("adjacent",), budget=5, shuffle_ab=False)
@@ -108,7 +108,7 @@ def test_compare_waits_for_complete_direct_grades():
         prompt = request["messages"][1]["content"]
         if "car repair" in prompt and '"preferred"' not in prompt:
             return Reply(status=503)
-        return '{"reasoning": "r", "evidence": null, "relevance": 1}'
+        return '{"reasoning": "on topic", "evidence": null, "relevance": 1}'
 
     with MockChatServer(flaky) as server:
         opts = {"max_retries": 0}

@@ -14,27 +14,27 @@ from reason2rank.teacher.parsing import (
     validate_listwise,
 )
 
-GOOD = {"reasoning": "r", "evidence": None, "relevance": 2}
+GOOD = {"reasoning": "on topic", "evidence": None, "relevance": 2}
 
 
 @pytest.mark.parametrize(
     ("text", "flags"),
     [
-        ('{"reasoning": "r", "evidence": null, "relevance": 2}', []),
-        ('```json\n{"reasoning": "r", "evidence": null, "relevance": 2}\n```', ["code_fence"]),
-        ('```\n{"reasoning": "r", "evidence": null, "relevance": 2}\n```', ["code_fence"]),
+        ('{"reasoning": "on topic", "evidence": null, "relevance": 2}', []),
+        ('```json\n{"reasoning": "on topic", "evidence": null, "relevance": 2}\n```', ["code_fence"]),
+        ('```\n{"reasoning": "on topic", "evidence": null, "relevance": 2}\n```', ["code_fence"]),
         (
-            'Here you go:\n{"reasoning": "r", "evidence": null, "relevance": 2}\nHope it helps!',
+            'Here you go:\n{"reasoning": "on topic", "evidence": null, "relevance": 2}\nHope it helps!',
             ["surrounding_text"],
         ),
-        ('{"reasoning": "r", "evidence": null, "relevance": 2,}', ["trailing_comma"]),
-        ("{'reasoning': 'r', 'evidence': None, 'relevance': 2}", ["python_literal"]),
+        ('{"reasoning": "on topic", "evidence": null, "relevance": 2,}', ["trailing_comma"]),
+        ("{'reasoning': 'on topic', 'evidence': None, 'relevance': 2}", ["python_literal"]),
         (
-            '<think>the {doc} is fine</think>\n{"reasoning": "r", "evidence": null, "relevance": 2}',
+            '<think>the {doc} is fine</think>\n{"reasoning": "on topic", "evidence": null, "relevance": 2}',
             ["think_removed"],
         ),
         (
-            'Sure:\n```json\n{"reasoning": "r",\n "evidence": null,\n "relevance": 2,\n}\n```',
+            'Sure:\n```json\n{"reasoning": "on topic",\n "evidence": null,\n "relevance": 2,\n}\n```',
             ["code_fence", "trailing_comma"],
         ),
     ],
@@ -59,7 +59,7 @@ def test_braces_and_commas_inside_strings_are_left_alone():
         (None, "the answer is empty"),
         (RECORDED["refusal_prose"], "no JSON object found in the answer"),
         (RECORDED["malformed"], "the JSON object is not closed"),
-        ('{"reasoning": "r" "relevance": 2}', "invalid JSON: Expecting ',' delimiter"),
+        ('{"reasoning": "on topic" "relevance": 2}', "invalid JSON: Expecting ',' delimiter"),
     ],
 )
 def test_unrecoverable_answers_raise(text, message):
@@ -68,20 +68,25 @@ def test_unrecoverable_answers_raise(text, message):
 
 
 def test_validate_direct_is_strict():
-    assert validate_direct(GOOD) == ({"relevance": 2, "reasoning": "r", "evidence": None}, [])
-    out, flags = validate_direct({"reasoning": " r ", "evidence": "", "relevance": "3", "confidence": 0.9})
-    assert out == {"relevance": 3, "reasoning": "r", "evidence": None}
+    assert validate_direct(GOOD) == ({"relevance": 2, "reasoning": "on topic", "evidence": None}, [])
+    out, flags = validate_direct(
+        {"reasoning": " on topic ", "evidence": "", "relevance": "3", "confidence": 0.9}
+    )
+    assert out == {"relevance": 3, "reasoning": "on topic", "evidence": None}
     assert flags == ["relevance_from_string", "extra_keys:confidence"]
-    assert validate_direct({"reasoning": "r", "relevance": 0.0})[1] == ["evidence_missing"]
+    assert validate_direct({"reasoning": "on topic", "relevance": 0.0})[1] == ["evidence_missing"]
     for bad, msg in [
-        ({"reasoning": "r", "evidence": None}, "missing field 'relevance'"),
-        ({"reasoning": "r", "evidence": None, "relevance": 4}, "must be an integer 0, 1, 2 or 3, got 4"),
-        ({"reasoning": "r", "evidence": None, "relevance": 2.5}, "got 2.5"),
-        ({"reasoning": "r", "evidence": None, "relevance": True}, "got true"),
-        ({"reasoning": "r", "evidence": None, "relevance": "high"}, 'got "high"'),
+        ({"reasoning": "on topic", "evidence": None}, "missing field 'relevance'"),
+        (
+            {"reasoning": "on topic", "evidence": None, "relevance": 4},
+            "must be an integer 0, 1, 2 or 3, got 4",
+        ),
+        ({"reasoning": "on topic", "evidence": None, "relevance": 2.5}, "got 2.5"),
+        ({"reasoning": "on topic", "evidence": None, "relevance": True}, "got true"),
+        ({"reasoning": "on topic", "evidence": None, "relevance": "high"}, 'got "high"'),
         ({"reasoning": "", "evidence": None, "relevance": 1}, "field 'reasoning' is empty"),
         ({"evidence": None, "relevance": 1}, "missing field 'reasoning'"),
-        ({"reasoning": "r", "evidence": 3, "relevance": 1}, "'evidence' must be a string or null"),
+        ({"reasoning": "on topic", "evidence": 3, "relevance": 1}, "'evidence' must be a string or null"),
         ([1, 2], "expected a JSON object"),
     ]:
         with pytest.raises(ParseError, match=msg.replace("(", r"\(")):
@@ -89,23 +94,28 @@ def test_validate_direct_is_strict():
 
 
 def test_validate_compare():
-    assert validate_compare({"reasoning": "r", "preferred": "B"}) == (
-        {"preferred": "B", "reasoning": "r"},
+    assert validate_compare({"reasoning": "on topic", "preferred": "B"}) == (
+        {"preferred": "B", "reasoning": "on topic"},
         [],
     )
-    assert validate_compare({"reasoning": "r", "preferred": "Document A"}) == (
-        {"preferred": "A", "reasoning": "r"},
+    assert validate_compare({"reasoning": "on topic", "preferred": "Document A"}) == (
+        {"preferred": "A", "reasoning": "on topic"},
         ["preferred_normalised"],
     )
-    assert validate_compare({"reasoning": "r", "preferred": "TIE"})[0]["preferred"] == "tie"
+    assert validate_compare({"reasoning": "on topic", "preferred": "TIE"})[0]["preferred"] == "tie"
     with pytest.raises(ParseError, match='must be "A", "B" or "tie", got "both"'):
-        validate_compare({"reasoning": "r", "preferred": "both"})
+        validate_compare({"reasoning": "on topic", "preferred": "both"})
     with pytest.raises(ParseError, match="missing field 'preferred'"):
-        validate_compare({"reasoning": "r"})
+        validate_compare({"reasoning": "on topic"})
 
 
 def _entry(i, sentence="s"):
-    return {"identifier": i, "direct_reason": "d", "listwise_reason": "l", "direct_answer_sentence": sentence}
+    return {
+        "identifier": i,
+        "direct_reason": "d reason",
+        "listwise_reason": "l reason",
+        "direct_answer_sentence": sentence,
+    }
 
 
 def test_validate_listwise_needs_a_full_permutation():

@@ -106,7 +106,7 @@ class ScriptedBackend(Backend):
 
 
 def test_a_backend_that_ignores_on_result_still_gets_every_item_stored():
-    good = '{"reasoning": "r", "evidence": "Cats are animals.", "relevance": 1}'
+    good = '{"reasoning": "on topic", "evidence": "Cats are animals.", "relevance": 1}'
     backend = ScriptedBackend(["nonsense", good, good, "still nonsense", good])
     with Teacher(backend, max_tries=3) as t:
         s = t.annotate(ITEMS)

@@ -6,8 +6,11 @@ moment its last answer arrives, so a killed run loses only the items in flight; 
 already in the store.
 
 Per item, an answer that does not parse or breaks the schema is asked again (up to ``max_tries`` in all)
-with the bad answer and the error shown to the teacher; after the last try the item is stored as
-``failed`` with every raw answer. A request the backend could not complete at all (network down, HTTP
+with the bad answer and the error shown to the teacher; a greedy teacher's retries are *sampled*
+(``RETRY_TEMPERATURE``, a seed per item and try), since the same prompt at temperature 0 gives the same tokens
+again; each attempt records what changed. After the last try the item is stored as ``failed`` with every raw
+answer. Each record says how its answer was obtained (``decoding``): ``constrained`` (decoded under the task's
+JSON schema, valid by construction), ``repaired`` (free text the parser had to repair) or ``free``. A request the backend could not complete at all (network down, HTTP
 401, ...) stores nothing: it is counted under ``errors`` and is asked again by the next run.
 """
 
@@ -58,6 +61,12 @@ RETRY_MESSAGE = (
     "for, and no other text."
 )
 _RAW_ECHO_CHARS = 4000  # how much of a bad answer is shown back to the teacher
+#: the temperature of a greedy teacher's retries (a different answer is possible; the same prompt at 0 is not)
+RETRY_TEMPERATURE = 0.7
+#: the parser's repairs of free text (``extract_json``)
+_REPAIR_FLAGS = frozenset(
+    {"think_removed", "code_fence", "surrounding_text", "python_literal", "trailing_comma"}
+)
 
 
 class TeacherUnavailable(RuntimeError):
@@ -364,7 +373,7 @@ class Teacher:
             requests = [
                 LLMRequest(
                     ask.next_messages(),
-                    GenerationSettings(self.max_new_tokens, self.temperature, json_schema=ask.schema),
+                    self._settings(job, ask),
                     {"purpose": f"teach {job.task}", "qid": job.query.id, "key": job.key},
                 )
                 for job, ask in pending
@@ -376,6 +385,17 @@ class Teacher:
                     f"last: {summary.error_samples[-1] if summary.error_samples else '?'}"
                 )
             pending = [(job, ask) for job, ask in pending if not ask.final]
+
+    def _settings(self, job: _Job, ask: _Ask) -> GenerationSettings:
+        """The first try as configured; a greedy teacher's retries sampled (seeded by the item and the try)."""
+        if ask.tries == 0 or self.temperature > 0:
+            return GenerationSettings(self.max_new_tokens, self.temperature, json_schema=ask.schema)
+        seed = None
+        if "seed" in self.llm.backend.supported_options:  # reproducible where the backend takes a seed
+            seed = (
+                int(job.key[:8], 16) if all(c in "0123456789abcdef" for c in job.key[:8]) else 0
+            ) + ask.tries
+        return GenerationSettings(self.max_new_tokens, RETRY_TEMPERATURE, seed=seed, json_schema=ask.schema)
 
     def _on_result(
         self, job: _Job, ask: _Ask, res: GenerationResult, summary: RunSummary, counts: TaskCounts, bar: Any
@@ -392,7 +412,13 @@ class Teacher:
         else:
             self._consecutive_errors = 0
             ask.tries += 1
-            attempt: dict[str, Any] = {"raw": res.text, "error": None}
+            attempt: dict[str, Any] = {"raw": res.text, "error": None, "constrained": res.constrained}
+            if ask.tries > 1:
+                attempt["change"] = (
+                    "the error shown"
+                    if self.temperature > 0
+                    else f"the error shown; sampled at temperature {RETRY_TEMPERATURE}"
+                )
             if ask.order is not None and self.pairs.swap:
                 attempt["order"] = ask.order
             if res.finish_reason == "length":
@@ -456,6 +482,13 @@ class Teacher:
             status, output = self._compare_output(job)
         else:
             status, output = "ok", job.asks[0].output
+        final = [a.attempts[-1] for a in job.asks if a.attempts]
+        if parsed and final and all(att.get("constrained") for att in final):
+            decoding = "constrained"
+        elif parsed and any(f in _REPAIR_FLAGS for f in flags):
+            decoding = "repaired"
+        else:
+            decoding = "free"
         record = {
             "schema": RECORD_SCHEMA,
             "key": job.key,
@@ -468,6 +501,7 @@ class Teacher:
             "docids": [d.id for d in job.docs],
             "options": job.options,
             "status": status,
+            "decoding": decoding,
             "output": output,
             "flags": flags,
             "error": error,

@@ -226,6 +226,33 @@ def _require_dict(obj: Any) -> dict[str, Any]:
     return obj
 
 
+#: answers that are labels, not reasons
+_LABELS = {"a", "b", "tie", "document a", "document b", "passage a", "passage b", "0", "1", "2", "3", "yes", "no",
+           "relevant", "irrelevant", "not relevant"}  # fmt: skip
+MIN_REASON_WORDS = 2
+
+
+def check_reason(text: str, name: str) -> None:
+    """A ``ParseError`` for a reason that is not one: a bare label (``"A"``), fewer than ``MIN_REASON_WORDS``
+    words, or text that loops (its 5-word sequences mostly repeats of each other)."""
+    norm = re.sub(r"[\s\W_]+", " ", text).strip().lower()
+    if norm in _LABELS:
+        raise ParseError(f"field {name!r} is a label ({text[:20]!r}), not a reason: say why")
+    words = norm.split()
+    if len(words) < MIN_REASON_WORDS:
+        raise ParseError(f"field {name!r} is too short to be a reason ({len(words)} words): say why")
+    grams = [tuple(words[i : i + 5]) for i in range(len(words) - 4)]
+    if len(grams) >= 10 and len(set(grams)) < 0.6 * len(grams):
+        raise ParseError(f"field {name!r} repeats itself (looping text); answer with one short reason")
+
+
+def _contradicts(reasoning: str, preferred: str) -> bool:
+    """Whether the reasoning's last sentence names the other document as the more relevant one."""
+    last = re.split(r"(?<=[.!?])\s+", reasoning.strip())[-1].lower()
+    named = set(re.findall(r"\b(?:document|passage)\s+([ab])\b[^.]*?\bmore relevant\b", last))
+    return preferred in ("A", "B") and named == {("b" if preferred == "A" else "a")}
+
+
 def _text_field(obj: dict[str, Any], name: str, *, nullable: bool = False) -> str | None:
     if name not in obj:
         raise ParseError(f"missing field {name!r}")
@@ -265,6 +292,7 @@ def validate_direct(obj: Any) -> tuple[dict[str, Any], list[str]]:
     if isinstance(rel, bool) or not isinstance(rel, int) or rel not in (0, 1, 2, 3):
         raise ParseError(f"field 'relevance' must be an integer 0, 1, 2 or 3, got {json.dumps(rel)[:40]}")
     reasoning = _text_field(obj, "reasoning")
+    check_reason(reasoning or "", "reasoning")
     evidence = _text_field(obj, "evidence", nullable=True) if "evidence" in obj else None
     if "evidence" not in obj:
         flags.append("evidence_missing")
@@ -287,6 +315,9 @@ def validate_compare(obj: Any) -> tuple[dict[str, Any], list[str]]:
     if pref != value:
         flags.append("preferred_normalised")
     reasoning = _text_field(obj, "reasoning")
+    check_reason(reasoning or "", "reasoning")
+    if _contradicts(reasoning or "", value):
+        raise ParseError(f"the reasoning concludes for the other document, but 'preferred' is {value!r}")
     _extra_keys(obj, {"preferred", "reasoning"}, flags)
     return {"preferred": value, "reasoning": reasoning}, flags
 
@@ -321,6 +352,7 @@ def validate_listwise(obj: Any, num: int) -> tuple[dict[str, Any], list[str]]:
         try:
             direct = _text_field(entry, "direct_reason")
             listwise = _text_field(entry, "listwise_reason")
+            check_reason(direct or "", f"ranked_passages[{i}].direct_reason")
             sentence = (
                 _text_field(entry, "direct_answer_sentence", nullable=True)
                 if "direct_answer_sentence" in entry
