@@ -453,7 +453,7 @@ class DecoderStudent(Student):
             cfg.resolve(s.model),
             cfg.objectives,
             weighting=cfg.weighting,
-            prompt_template=cfg.resolve(s.prompt_template),
+            prompt_template=_resolve_prompt(cfg, s.prompt_template),
             lora=s.lora,
             max_length=s.max_length or 512,
             max_query_length=s.max_query_length or 128,
@@ -517,3 +517,14 @@ class DecoderStudent(Student):
 
 
 STUDENTS: dict[str, type[Student]] = {"encoder": EncoderStudent, "decoder": DecoderStudent}
+
+
+def _resolve_prompt(cfg: Any, value: Any) -> Any:
+    """A prompt template of a training config: a file relative to the config's folder when there is one, else a
+    built-in name (``r2r_student``) as it is, else the path rule of ``cfg.resolve``."""
+    from reason2rank.scorers.scoring_prompts import builtin_prompts
+
+    beside = isinstance(value, str) and cfg.base_dir is not None and (Path(cfg.base_dir) / value).exists()
+    if isinstance(value, str) and not beside and value in builtin_prompts():
+        return value
+    return cfg.resolve(value)
