@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -36,46 +35,37 @@ from llm_strategies import DEFAULT_DATA, cpu_isa, ndcg10, run_of  # noqa: E402
 
 
 class PeakMemory:
-    """Peak memory growth while active: CUDA allocations on a GPU, else this process's RSS (sampled)."""
+    """Peak memory growth while active: CUDA allocations on a GPU, else this process's RSS (``PeakRSS``)."""
 
     def __init__(self, device: str) -> None:
-        import psutil
+        from cross_encoder_throughput import PeakRSS
 
         self.cuda = device.startswith("cuda")
-        self.proc = psutil.Process()
+        self.rss = None if self.cuda else PeakRSS()
 
     def __enter__(self) -> PeakMemory:
         import torch
 
-        if self.cuda:
+        if self.rss is not None:
+            self.rss.__enter__()
+        else:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             self.start = torch.cuda.memory_allocated()
-            return self
-        self.start = self.peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._t = threading.Thread(target=self._sample, daemon=True)
-        self._t.start()
         return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self.proc.memory_info().rss)
-            time.sleep(0.01)
 
     def __exit__(self, *exc: object) -> None:
         import torch
 
-        if self.cuda:
+        if self.rss is not None:
+            self.rss.__exit__(*exc)
+        else:
             torch.cuda.synchronize()
             self.peak = torch.cuda.max_memory_allocated()
-        else:
-            self._stop.set()
-            self._t.join()
 
     @property
     def growth_mb(self) -> float:
-        return (self.peak - self.start) / 2**20
+        return self.rss.growth_mb if self.rss is not None else (self.peak - self.start) / 2**20
 
 
 def run_system(name: str, model: str, items, args) -> dict:
