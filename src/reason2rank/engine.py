@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,19 +165,26 @@ class Engine:
         pad_token_id: int,
         padding_side: str = "right",
         desc: str = "scoring",
+        collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]] | None = None,
+        key: Callable[[Any], Hashable] | None = None,
     ) -> np.ndarray:
-        """``forward`` over every feature (each distinct one once), results stacked in input order."""
+        """``forward`` over every feature (each distinct one once), results stacked in input order.
+
+        Features are token-id lists by default (``pad_batch`` pads them). A family whose inputs hold more (a
+        vision-language model's pixels and image grids) passes ``collate`` (features -> a batch of CPU tensors with
+        an ``attention_mask``) and ``key`` (what makes two features the same input); batches are still sorted by
+        ``len(feature["input_ids"])``, which counts the image tokens."""
         n = len(features)
         if n == 0:
             return np.zeros((0,), dtype=np.float32)
-        slot: dict[tuple[tuple[str, tuple[int, ...]], ...], int] = {}
+        slot: dict[Hashable, int] = {}
         first: list[int] = []  # the input index of each distinct feature
         where = [0] * n  # the distinct feature of each input
         for i, f in enumerate(features):
-            key = tuple((k, tuple(v)) for k, v in sorted(f.items()))
-            j = slot.get(key)
+            k = key(f) if key is not None else tuple((name, tuple(v)) for name, v in sorted(f.items()))
+            j = slot.get(k)
             if j is None:
-                j = slot[key] = len(first)
+                j = slot[k] = len(first)
                 first.append(i)
             where[i] = j
         unique = [features[i] for i in first]
@@ -194,7 +201,10 @@ class Engine:
                     idx = order[start : start + batch_size]
                     feats = [unique[i] for i in idx]
                     try:
-                        batch = pad_batch(feats, pad_token_id, padding_side, self.device)
+                        if collate is None:
+                            batch = pad_batch(feats, pad_token_id, padding_side, self.device)
+                        else:
+                            batch = {name: t.to(self.device) for name, t in collate(feats).items()}
                         out = forward(batch).float().cpu().numpy()
                         self.padding.add(int(batch["attention_mask"].sum()), batch["attention_mask"].numel())
                     except (RuntimeError, MemoryError) as e:

@@ -13,6 +13,7 @@ per call names them. They get no explanation. An empty string is text (an empty 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from reason2rank.types import Doc, Query, ScoredDoc, clean_text, has_text
+from reason2rank.types import Doc, Query, ScoredDoc, clean_text, is_readable
 
 QueryLike = Query | str
 DocLike = Doc | str
@@ -95,6 +96,9 @@ class Reranker:
     #: whether generated explanations read the evidence the ranking found (e.g. the cascade's best window)
     #: instead of the whole document
     explain_over_evidence: bool = False
+    #: whether the family reads documents' images (vision-language models); text families rank a document that
+    #: has only images last, unscored, like one without text
+    reads_images: bool = False
 
     # -- what a family implements -------------------------------------------------------------------
     def score_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[np.ndarray]:
@@ -141,8 +145,11 @@ class Reranker:
             raise ValueError(
                 f"explain must be a non-negative int (the number of top documents to explain), got {explain!r}"
             )
-        prepared = prepare_items(items)
-        work = [(qi, [i for i, d in enumerate(docs) if has_text(d)]) for qi, (_, docs) in enumerate(prepared)]
+        prepared = prepare_items(items, reads_images=self.reads_images)
+        work = [
+            (qi, [i for i, d in enumerate(docs) if is_readable(d, self.reads_images)])
+            for qi, (_, docs) in enumerate(prepared)
+        ]
         work = [(qi, idx) for qi, idx in work if idx]
         rankings: list[Ranking] = []
         if work:
@@ -192,7 +199,9 @@ def _as_query(q: QueryLike, index: int) -> Query:
     raise TypeError(f"query #{index} must be a reason2rank.Query or a str, got {type(q).__name__}")
 
 
-def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[tuple[Query, list[Doc]]]:
+def prepare_items(
+    items: Sequence[tuple[QueryLike, Sequence[DocLike]]], reads_images: bool = False
+) -> list[tuple[Query, list[Doc]]]:
     """Validate and normalise input: queries need text, doc ids must be unique per query, a missing text
     (None/NaN/NA) becomes ``None`` and other non-str text ``str``; one warning names the documents without
     text (see the module docstring). Returns new objects; the input is left untouched."""
@@ -223,8 +232,8 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
             text, was_missing = clean_text(d.text)
             new_text = None if was_missing else text
             if new_text is not d.text:
-                d = Doc(id=d.id, text=new_text, title=d.title, meta=d.meta)
-            if not has_text(d):
+                d = dataclasses.replace(d, text=new_text)
+            if not is_readable(d, reads_images):
                 missing.append(f"{query.id}/{d.id}")
             if d.id in seen:
                 dups.add(d.id)
@@ -239,7 +248,8 @@ def prepare_items(items: Sequence[tuple[QueryLike, Sequence[DocLike]]]) -> list[
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         warnings.warn(
-            f"{len(missing)} document(s) have no text (None/NaN) and were ranked last, unscored: {shown}",
+            f"{len(missing)} document(s) have no text (None/NaN){' or image' if reads_images else ''} and were "
+            f"ranked last, unscored: {shown}",
             stacklevel=3,
         )
     return prepared

@@ -30,12 +30,36 @@ class Query:
 @dataclass(frozen=True)
 class Doc:
     """A candidate document. ``text`` may be empty, or ``None`` when the document has no text (such documents
-    are ranked last, unscored: see ``reason2rank.reranker``); ``title`` is prepended where the model expects it."""
+    are ranked last, unscored, by text models: see ``reason2rank.reranker``); ``title`` is prepended where the
+    model expects it.
+
+    ``images`` (page images, figures) are read by vision-language families only: paths, bytes or PIL images,
+    kept as lazily loaded ``reason2rank.media.ImageRef`` objects. ``parts`` is an interleaved document (IDentIfy):
+    its texts (str) and images in reading order; a vision-language family reads them in that order and can pick
+    the part that answers the query.
+    """
 
     id: str
     text: str | None
     title: str | None = None
     meta: Mapping[str, Any] = field(default_factory=dict)
+    images: tuple[Any, ...] = ()
+    parts: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.images or self.parts:
+            from reason2rank.media import as_image_ref
+
+            what = f"document {self.id!r}"
+            images = (self.images,) if isinstance(self.images, (str, bytes)) else tuple(self.images)
+            object.__setattr__(self, "images", tuple(as_image_ref(x, what) for x in images))
+            parts = tuple(p if isinstance(p, str) else as_image_ref(p, what) for p in self.parts)
+            object.__setattr__(self, "parts", parts)
+
+    @property
+    def has_media(self) -> bool:
+        """Whether the document carries images or interleaved parts (something only a vision model reads)."""
+        return bool(self.images or self.parts)
 
     @property
     def full_text(self) -> str:
@@ -53,6 +77,11 @@ class Doc:
 def has_text(doc: Doc) -> bool:
     """Whether a model can read something of ``doc``: a text (even an empty string) or a title."""
     return doc.text is not None or bool(doc.title)
+
+
+def is_readable(doc: Doc, images: bool = False) -> bool:
+    """``has_text``, or (for a model that reads ``images``) whether the document has images or parts."""
+    return has_text(doc) or (images and doc.has_media)
 
 
 @dataclass(frozen=True)

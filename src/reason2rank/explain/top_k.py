@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from reason2rank.types import Doc, Query, ScoredDoc, has_text
+from reason2rank.types import Doc, Query, ScoredDoc, is_readable
 
 if TYPE_CHECKING:
     from reason2rank.reranker import Reranker
@@ -36,7 +36,7 @@ def explain_top_k(
     found_ev = list(evidence) if evidence is not None else [{} for _ in results]
     found_re = list(reasoning) if reasoning is not None else [{} for _ in results]
     found_cmp = list(comparisons) if comparisons is not None else [{} for _ in results]
-    tops = [[sd for sd in ranked[:k] if has_text(sd.doc)] for ranked in results]
+    tops = [[sd for sd in ranked[:k] if is_readable(sd.doc, reranker.reads_images)] for ranked in results]
 
     ev: dict[tuple[int, str], str | None] = {}
     for qi, top in enumerate(tops):

@@ -1,0 +1,181 @@
+"""Images a document carries (page images, figures): referenced by path, bytes or a PIL image, loaded lazily.
+
+A ``Doc`` holds ``ImageRef`` objects (``Doc(images=[...])`` converts paths, bytes and PIL images to them); nothing is
+read until a vision-language model needs the pixels. ``ImageRef.load(root=..., what=...)`` then checks what it was
+given and raises ``MediaError`` naming the document when
+
+- the path does not exist, is not a file, or lies outside the allowed ``root`` (a path that climbs out of it with
+  ``..`` or a symlink is refused, as Haystack's ``DocumentToImageContent`` warns of path traversal);
+- the bytes (of a file or given directly) are not an image Pillow can decode.
+
+``PixelBudget(min_pixels, max_pixels)`` bounds what an image costs: the image processor resizes every image so its
+area lies in that range (Qwen2-VL: one visual token per 28x28 pixels).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ImageRef", "MediaError", "PixelBudget", "as_image_ref", "check_under_root"]
+
+
+class MediaError(ValueError):
+    """An image of a document that cannot be used (missing, outside the allowed root, not an image)."""
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as e:  # pragma: no cover - pillow comes with the vision extra (and transformers' deps)
+        raise ImportError("reading document images needs Pillow: pip install 'reason2rank[vision]'") from e
+    return Image
+
+
+def check_under_root(path: Path, root: str | os.PathLike[str] | None, what: str) -> Path:
+    """``path`` resolved (symlinks followed); a ``MediaError`` when it lies outside ``root`` (when one is given)."""
+    resolved = path.expanduser().resolve()
+    if root is None:
+        return resolved
+    base = Path(root).expanduser().resolve()
+    if resolved != base and base not in resolved.parents:
+        raise MediaError(
+            f"{what}: image path {str(path)!r} resolves to {resolved}, outside the allowed root {base}; keep "
+            "images under the root (image_root=...) or widen it"
+        )
+    return resolved
+
+
+@dataclass(frozen=True, eq=False)
+class ImageRef:
+    """One image, by ``path`` (relative paths resolve against the loader's root), raw ``data`` bytes, or an in-memory
+    ``image`` (PIL). ``name`` labels it in evidence and errors (the file name by default)."""
+
+    path: str | None = None
+    data: bytes | None = None
+    image: Any = None
+    name: str | None = None
+
+    def __post_init__(self) -> None:
+        given = sum(x is not None for x in (self.path, self.data, self.image))
+        if given != 1:
+            raise MediaError("an ImageRef needs exactly one of path=, data= or image=")
+
+    @property
+    def label(self) -> str:
+        """A short name for messages and evidence: ``name``, else the file name, else "image"."""
+        if self.name:
+            return self.name
+        return Path(self.path).name if self.path else "image"
+
+    def resolve(self, root: str | os.PathLike[str] | None = None, what: str = "document") -> Path:
+        """The file this image is read from (``path`` joined to ``root`` when relative), checked to be under ``root``."""
+        assert self.path is not None
+        p = Path(self.path).expanduser()
+        if not p.is_absolute() and root is not None:
+            p = Path(root) / p
+        resolved = check_under_root(p, root, what)
+        if not resolved.is_file():
+            raise MediaError(f"{what}: image file {str(self.path)!r} does not exist ({resolved})")
+        return resolved
+
+    def raw(self, root: str | os.PathLike[str] | None = None, what: str = "document") -> bytes | None:
+        """The encoded bytes (of the file or given), or ``None`` for an in-memory image."""
+        if self.data is not None:
+            return bytes(self.data)
+        if self.path is not None:
+            return self.resolve(root, what).read_bytes()
+        return None
+
+    def load(self, root: str | os.PathLike[str] | None = None, what: str = "document") -> Any:
+        """The image as an RGB PIL image (see the module docstring for the errors)."""
+        image_mod = _pil()
+        if self.image is not None:
+            if not isinstance(self.image, image_mod.Image):
+                raise MediaError(
+                    f"{what}: image {self.label!r} is a {type(self.image).__name__}, not a PIL image; give a path, "
+                    "bytes or a PIL.Image.Image"
+                )
+            img = self.image
+        else:
+            raw = self.raw(root, what)
+            try:
+                img = image_mod.open(io.BytesIO(raw))
+                img.load()
+            except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ...
+                head = raw[:16] if raw else b""
+                raise MediaError(
+                    f"{what}: image {self.label!r} is not an image Pillow can read ({type(e).__name__}: {e}; "
+                    f"first bytes {head!r}); give PNG, JPEG or another raster image"
+                ) from None
+        return img if img.mode == "RGB" else img.convert("RGB")
+
+    def digest(self, root: str | os.PathLike[str] | None = None) -> str:
+        """sha256 of the image's bytes (of its pixels for an in-memory image): equal images, equal digests."""
+        raw = None
+        if self.image is None:
+            try:
+                raw = self.raw(root)
+            except MediaError:
+                raw = str(self.path).encode("utf-8")
+        if raw is None:
+            img = self.image
+            raw = f"{img.mode}:{img.size}".encode() + img.tobytes()
+        return hashlib.sha256(raw).hexdigest()
+
+    def __str__(self) -> str:  # cache keys (``json.dumps(default=str)``) see the content, not the object
+        return f"image:{self.digest()}"
+
+    def __repr__(self) -> str:
+        if self.path is not None:
+            return f"ImageRef(path={self.path!r})"
+        if self.data is not None:
+            return f"ImageRef(data=<{len(self.data)} bytes>)"
+        return f"ImageRef(image=<{type(self.image).__name__}>)"
+
+
+def as_image_ref(value: Any, what: str = "document") -> ImageRef:
+    """An ``ImageRef`` from a path (str or ``os.PathLike``), bytes, a PIL image, an ``ImageRef``, or a Haystack
+    ``ByteStream``/``ImageContent``-like object (``.data`` bytes / ``.base64_image``)."""
+    if isinstance(value, ImageRef):
+        return value
+    if isinstance(value, (str, os.PathLike)):
+        if not str(value).strip():
+            raise MediaError(f"{what}: an image path is empty")
+        return ImageRef(path=str(value))
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return ImageRef(data=bytes(value))
+    b64 = getattr(value, "base64_image", None)
+    if isinstance(b64, str):
+        import base64
+
+        return ImageRef(data=base64.b64decode(b64))
+    data = getattr(value, "data", None)
+    if isinstance(data, (bytes, bytearray)):
+        meta = getattr(value, "meta", None) or {}
+        return ImageRef(data=bytes(data), name=meta.get("file_name") if isinstance(meta, dict) else None)
+    if hasattr(value, "tobytes") and hasattr(value, "mode") and hasattr(value, "size"):
+        return ImageRef(image=value)
+    raise MediaError(
+        f"{what}: cannot use a {type(value).__name__} as an image; give a file path, bytes, a PIL image or an ImageRef"
+    )
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    """The range of pixels (area) every image is resized into before the model sees it."""
+
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 28 * 28 * 1024
+
+    def __post_init__(self) -> None:
+        for key in ("min_pixels", "max_pixels"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{key} must be a positive int (pixels), got {v!r}")
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
