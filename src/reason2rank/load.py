@@ -29,6 +29,8 @@ FAMILIES: dict[str, str] = {
     "pairwise": "reason2rank.strategies.pairwise:PairwiseReranker",
     "two-stage": "reason2rank.strategies.two_stage:TwoStageReranker",
     "icr": "reason2rank.strategies.icr:ICRReranker",
+    "vlm": "reason2rank.scorers.vlm:VLMReranker",
+    "vlm-listwise": "reason2rank.strategies.vlm_listwise:VLMListwiseReranker",
 }
 _ALIASES = {
     "cross_encoder": "cross-encoder", "crossencoder": "cross-encoder", "cross": "cross-encoder",
@@ -36,6 +38,7 @@ _ALIASES = {
     "causal_lm": "causal-lm", "causallm": "causal-lm", "llm": "causal-lm", "decoder": "causal-lm",
     "two_stage": "two-stage", "dear": "two-stage", "rankgpt": "listwise", "prp": "pairwise",
     "in-context": "icr", "attention": "icr",
+    "vision": "vlm", "gmr": "vlm", "monovlm": "vlm", "vlm_listwise": "vlm-listwise", "mm-r5": "vlm-listwise",
 }  # fmt: skip
 _META_KEYS = {"format", "version", "family", "backbone", "description"}
 
