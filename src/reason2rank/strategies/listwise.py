@@ -77,6 +77,11 @@ class ListwiseReranker(LLMStrategy):
         ident = "(" + "|".join(str(i) for i in range(n, 0, -1)) + ")"
         return rf"\[{ident}\]( > \[{ident}\]){{{n - 1}}}"
 
+    def window_messages(self, query: Query, docs: Sequence[Doc], reserve: int) -> list[dict[str, Any]]:
+        """The prompt of one window (its documents' texts, cut to fit ``reserve`` answer tokens)."""
+        messages, _ = self.fit({"query": query.text}, [d.full_text for d in docs], reserve)
+        return messages
+
     def plan(self, query: Query, docs: Sequence[Doc]) -> Plan:
         """Rank the windows back to front, each window's answer reordering its part of the list."""
         order = list(range(len(docs)))
@@ -86,7 +91,7 @@ class ListwiseReranker(LLMStrategy):
             if len(ids) < 2:
                 continue
             reserve = self.answer_tokens(self.window)  # one setting for every window, so they batch together
-            messages, _ = self.fit({"query": query.text}, [docs[i].full_text for i in ids], reserve)
+            messages = self.window_messages(query, [docs[i] for i in ids], reserve)
             settings = self.settings(reserve, len(ids))
             request = LLMRequest(messages, settings, self.tags(query, window=w, start=start, end=end))
             [(res, record)] = yield [request]
