@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from pt_r2r.images import ImageLoader
 from pt_r2r.rerank import R2RCascade, R2RReranker
 from pt_r2r.text import MissingDocumentsError, TextLoader, text
 
-__all__ = ["MissingDocumentsError", "R2RCascade", "R2RReranker", "TextLoader", "text"]
+__all__ = ["ImageLoader", "MissingDocumentsError", "R2RCascade", "R2RReranker", "TextLoader", "text"]
 
 _LAZY = {"R2RTeacher": "pt_r2r.teacher"}
 

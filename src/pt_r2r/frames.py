@@ -23,18 +23,21 @@ def frame_to_items(
     title_field: str | None = None,
     *,
     dedupe: bool = False,
+    image_field: str | None = None,
 ) -> tuple[list[tuple[Query, list[Doc]]], list[tuple[int, int]]]:
     """Group rows by qid (first-appearance order) into (Query, docs).
 
     Returns the items and, per input row, ``(group, position in that group's docs)``. With ``dedupe`` a
     repeated (qid, docno) row maps to the first one instead of adding a doc (otherwise the core reports the
     duplicate). A missing text cell (None/NaN) becomes a document without text, which the core ranks last
-    (one warning).
+    (one warning). ``image_field`` names a column of images (a path, bytes, a PIL image, or a list of them; None/NaN
+    for none) that vision-language families read; ``text_field`` may then be ``None`` (pages without text).
     """
     qids = inp["qid"].tolist()
     queries = inp["query"].tolist()
     docnos = inp["docno"].tolist()
-    texts = inp[text_field].tolist()
+    texts = inp[text_field].tolist() if text_field else [None] * len(inp)
+    images = inp[image_field].tolist() if image_field else None
     titles = inp[title_field].tolist() if title_field else None
     groups: dict[Any, int] = {}
     items: list[tuple[Query, list[Doc]]] = []
@@ -54,5 +57,17 @@ def frame_to_items(
         title = optional_text(titles[i]) if titles is not None else None
         seen[g].setdefault(docno, len(items[g][1]))
         rows.append((g, len(items[g][1])))
-        items[g][1].append(Doc(id=docno, text=text, title=title))
+        pics = _images(images[i]) if images is not None else ()
+        items[g][1].append(Doc(id=docno, text=text, title=title, images=pics))
     return items, rows
+
+
+def _images(cell: Any) -> tuple[Any, ...]:
+    """The images of one cell: none for None/NA/NaN, a list/tuple/array as is, anything else as one image."""
+    if cell is None or cell is pd.NA or (isinstance(cell, float) and math.isnan(cell)):
+        return ()
+    if isinstance(cell, (list, tuple)):
+        return tuple(cell)
+    if hasattr(cell, "tolist") and not hasattr(cell, "mode"):  # a numpy array of paths (from Parquet)
+        return tuple(cell.tolist())
+    return (cell,)

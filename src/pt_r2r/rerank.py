@@ -46,6 +46,9 @@ class R2RReranker(pt.Transformer):
         verbose: progress bars while scoring.
         device: ``"cuda"``, ``"cpu"``, ... (default: GPU when there is one).
         title_field: a column holding titles, read with the text where the model uses titles.
+        image_field: a column of page images or figures (a path, bytes, a PIL image or a list of them) for the
+            vision-language families (``family="vlm"``, ``"vlm-listwise"``); see ``pt_r2r.ImageLoader``. With it the
+            text column may be absent (``text_field=None``).
         **load_kwargs: passed to ``reason2rank.load`` (``family=``, ``dtype=``, ``max_length=``, ...).
 
     Output: every input column, ``score`` replaced by the model's score, 0-based ``rank``, sorted by
@@ -64,8 +67,11 @@ class R2RReranker(pt.Transformer):
         verbose: bool = True,
         device: str | None = None,
         title_field: str | None = None,
+        image_field: str | None = None,
         **load_kwargs: Any,
     ) -> None:
+        if text_field is None and image_field is None:
+            raise ValueError("R2RReranker needs a text_field, an image_field, or both")
         if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
             raise ValueError(
                 f"explain must be a non-negative int (how many top documents to explain), got {explain!r}"
@@ -92,6 +98,7 @@ class R2RReranker(pt.Transformer):
         self.verbose = verbose
         self.device = device
         self.title_field = title_field
+        self.image_field = image_field
         self.load_kwargs = dict(load_kwargs)
 
     # -- the model ------------------------------------------------------------------------------------
@@ -112,11 +119,19 @@ class R2RReranker(pt.Transformer):
 
     # -- validation -------------------------------------------------------------------------------------
     def _validate(self, inp: pd.DataFrame) -> None:
-        extra = ["query", self.text_field] + ([self.title_field] if self.title_field else [])
+        fields = [self.text_field, self.title_field, self.image_field]
+        extra = ["query"] + [f for f in fields if f]
         try:
             pt.validate.result_frame(inp, extra_columns=extra)
         except pt.validate.InputValidationError as e:
-            if self.text_field in inp.columns:
+            if self.text_field is None or self.text_field in inp.columns:
+                if self.image_field and self.image_field not in inp.columns:
+                    raise pt.validate.InputValidationError(
+                        f"R2RReranker needs a {self.image_field!r} column with each document's images, but the input "
+                        f"has columns {list(inp.columns)}; add one with: pipeline = bm25 >> "
+                        f"pt_r2r.ImageLoader('pages/', image_field={self.image_field!r}) >> reranker",
+                        e.modes,
+                    ) from None
                 raise
             loader = "pt_r2r.TextLoader('corpus.jsonl'" + (
                 f", text_field={self.text_field!r})" if self.text_field != "text" else ")"
@@ -140,7 +155,7 @@ class R2RReranker(pt.Transformer):
                 out[col] = pd.Series(index=out.index, dtype=object)
             return out
 
-        items, rows = frame_to_items(inp, self.text_field, self.title_field)
+        items, rows = frame_to_items(inp, self.text_field, self.title_field, image_field=self.image_field)
         ranked = self.reranker.rerank_batch(items, explain=self.explain)
         by_id = [{sd.doc.id: sd for sd in scored} for scored in ranked]
 
