@@ -16,11 +16,13 @@ import threading
 from typing import Any
 
 from haystack import Document, component, default_from_dict, default_to_dict, logging
+from haystack.dataclasses import ImageContent
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 
 import reason2rank
 from reason2rank.reranker import Reranker
-from reason2rank.types import Doc, Query, has_text
+from haystack_integrations.components.rankers.reason2rank.images import document_images
+from reason2rank.types import Doc, Query, is_readable
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class R2RRanker:
         batch_size: int | None = None,
         progress_bar: bool = False,
         model_kwargs: dict[str, Any] | None = None,
+        image_root: str | None = None,
     ) -> None:
         """
         Create the ranker. Nothing is loaded here; the model loads in ``warm_up()`` (or on the first ``run``).
@@ -131,6 +134,9 @@ class R2RRanker:
             query, and a bar per query floods logs).
         :param model_kwargs: More keyword arguments for ``reason2rank.load``, e.g.
             ``{"family": "bi-encoder", "dtype": "fp32", "max_length": 256}``.
+        :param image_root: For vision-language models (``model_kwargs={"family": "vlm"}``): the directory image
+            files named by ``meta["file_path"]`` must lie under (relative paths resolve against it). Images also
+            come from ``blob`` and from ``run(image_contents=...)``.
         """
         _check_top_k(top_k)
         _check_explain(explain)
@@ -162,6 +168,7 @@ class R2RRanker:
         self.batch_size = batch_size
         self.progress_bar = bool(progress_bar)
         self.model_kwargs = dict(model_kwargs or {})
+        self.image_root = image_root
         self._reranker: Reranker | None = None
 
     # -- serialisation ------------------------------------------------------------------------------------------
@@ -184,6 +191,7 @@ class R2RRanker:
             batch_size=self.batch_size,
             progress_bar=self.progress_bar,
             model_kwargs=copy.deepcopy(self.model_kwargs),
+            image_root=self.image_root,
         )
 
     @classmethod
@@ -241,6 +249,7 @@ class R2RRanker:
         top_k: int | None = None,
         score_threshold: float | None = None,
         explain: int | None = None,
+        image_contents: list[ImageContent | None] | None = None,
     ) -> dict[str, list[Document]]:
         """
         Rank the Documents by relevance to the query, highest score first.
@@ -250,6 +259,8 @@ class R2RRanker:
         :param top_k: Overrides the ``top_k`` given at init.
         :param score_threshold: Overrides the ``score_threshold`` given at init.
         :param explain: Overrides the ``explain`` given at init.
+        :param image_contents: Images aligned with ``documents`` (``None`` for a document without one), e.g. from
+            ``DocumentToImageContent``, for vision-language models.
         :returns: ``{"documents": [...]}``: new Document objects with ``score`` (and, for explained
             documents, the ``r2r_*`` meta keys) set, sorted by descending score.
         :raises ValueError: If ``top_k`` is not positive or ``explain`` is negative.
@@ -261,6 +272,15 @@ class R2RRanker:
         _check_explain(explain)
         if not documents:
             return {"documents": []}
+        if image_contents is not None and len(image_contents) != len(documents):
+            raise ValueError(
+                f"image_contents has {len(image_contents)} entries for {len(documents)} documents; give one per "
+                "document (None where a document has no image)"
+            )
+        images = {
+            id(doc): document_images(doc, image_contents[i] if image_contents else None, self.image_root)
+            for i, doc in enumerate(documents)
+        }
 
         unique: list[Document] = []
         seen: set[str] = set()
@@ -283,9 +303,10 @@ class R2RRanker:
         # documents without content go to the core as documents without text: it ranks them last (see
         # reason2rank.reranker) with a finite score, and warns once
         core_docs = [
-            Doc(id=str(i), text=doc.content, title=self._title_of(doc)) for i, doc in enumerate(unique)
+            Doc(id=str(i), text=doc.content, title=self._title_of(doc), images=images[id(doc)])
+            for i, doc in enumerate(unique)
         ]
-        if any(has_text(d) for d in core_docs):
+        if any(is_readable(d, images=True) for d in core_docs):
             self.warm_up()
         reranker = self._reranker if self._reranker is not None else _NothingToScore()
         ranked: list[Document] = []
@@ -315,6 +336,7 @@ class R2RRanker:
         top_k: int | None = None,
         score_threshold: float | None = None,
         explain: int | None = None,
+        image_contents: list[ImageContent | None] | None = None,
     ) -> dict[str, list[Document]]:
         """
         Asynchronous ``run``: the same work, in a worker thread of the running event loop.
@@ -324,6 +346,7 @@ class R2RRanker:
         :param top_k: Overrides the ``top_k`` given at init.
         :param score_threshold: Overrides the ``score_threshold`` given at init.
         :param explain: Overrides the ``explain`` given at init.
+        :param image_contents: Images aligned with ``documents``, as ``run`` takes them.
         :returns: ``{"documents": [...]}``, as ``run`` returns it.
         """
         call = functools.partial(
@@ -333,5 +356,6 @@ class R2RRanker:
             top_k=top_k,
             score_threshold=score_threshold,
             explain=explain,
+            image_contents=image_contents,
         )
         return await asyncio.get_running_loop().run_in_executor(None, call)
