@@ -1,0 +1,261 @@
+"""Vision-language reranking on a tiny random Qwen2-VL: scores equal a plain transformers forward, batch and order
+invariance with images of different sizes, the pixel budget, media errors, interleaved parts, MM-R5 listwise parsing
+and repair, the generation backend against model.generate, saving, page rendering, and both adapters."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import reason2rank  # noqa: E402
+from reason2rank import Doc, Query  # noqa: E402
+from reason2rank.llm.backend import GenerationResult  # noqa: E402
+from reason2rank.media import ImageRef, MediaError  # noqa: E402
+from tiny_vlm import make_tiny_qwen2_vl, png_bytes, random_image  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vlm_dir(tmp_path_factory) -> str:
+    return str(make_tiny_qwen2_vl(tmp_path_factory.mktemp("tiny_qwen2_vl")))
+
+
+@pytest.fixture(scope="module")
+def vlm(vlm_dir):
+    return reason2rank.load(vlm_dir, family="vlm", dtype="fp32", progress=False, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def pages(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("pages")
+    for i, (h, w) in enumerate([(80, 60), (140, 100), (60, 200), (100, 100)]):
+        random_image(h, w, seed=i).save(root / f"p{i}.png")
+    return root
+
+
+def _docs(pages: Path) -> list[Doc]:
+    return [
+        Doc("a", None, images=[str(pages / "p0.png")]),
+        Doc("b", "water treatment data", images=[png_bytes(random_image(140, 100, 1))]),
+        Doc("c", "plain text about health"),
+        Doc("d", None, images=[random_image(60, 200, 2), str(pages / "p3.png")]),
+    ]
+
+
+def _plain_score(model_dir: str, vlm, query: str, doc: Doc) -> float:
+    from transformers import AutoModelForImageTextToText
+
+    hf = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
+    msgs, refs, _ = vlm.messages(query, vlm.document_parts(doc))
+    feats = vlm.inputs.encode(msgs, [r.load() for r in refs], vlm.budget)
+    with torch.no_grad():
+        logits = hf(**vlm.inputs.collate([feats])).logits[0, -1]
+    return float(logits[vlm.positive_id] - logits[vlm.negative_id])
+
+
+def test_scores_equal_a_plain_transformers_forward(vlm_dir, vlm, pages):
+    docs = _docs(pages)
+    got = {sd.doc.id: sd.score for sd in vlm.rerank("water health", docs)}
+    for d in docs:
+        assert got[d.id] == pytest.approx(_plain_score(vlm_dir, vlm, "water health", d), abs=1e-5)
+
+
+def test_image_tokens_follow_the_patch_grid_and_the_pixel_budget(vlm):
+    msgs, refs, _ = vlm.messages("q", [ImageRef(image=random_image(400, 300, 5))])
+    f = vlm.inputs.encode(msgs, [r.load() for r in refs], vlm.budget)
+    (t, h, w), = f["image_grid_thw"]
+    n_image = sum(f["mm_token_type_ids"])
+    assert n_image == t * h * w // 4 == f["input_ids"].count(vlm.inputs.image_token_id)
+    assert f["pixel_values"].shape[0] == t * h * w
+    assert vlm.budget.min_pixels <= h * w * 14 * 14 <= vlm.budget.max_pixels
+    small = reason2rank.load(vlm.model_name_or_path, family="vlm", dtype="fp32", max_pixels=28 * 28 * 8)
+    f2 = small.inputs.encode(msgs, [r.load() for r in refs], small.budget)
+    assert sum(f2["mm_token_type_ids"]) <= 8 < n_image
+
+
+def test_batch_and_order_invariance_with_images_of_different_sizes(vlm_dir, vlm, pages):
+    docs = _docs(pages)
+    one = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", batch_size=1)
+    a = {sd.doc.id: sd.score for sd in vlm.rerank("water", docs)}
+    b = {sd.doc.id: sd.score for sd in one.rerank("water", docs[::-1])}
+    c = [{sd.doc.id: sd.score for sd in r} for r in vlm.rerank_batch([("water", docs), ("health", docs[1:])])]
+    for k in a:
+        assert a[k] == pytest.approx(b[k], abs=1e-5)
+        assert a[k] == pytest.approx(c[0][k], abs=1e-5)
+
+
+def test_identical_pages_are_computed_once(vlm, pages):
+    calls = []
+    forward = vlm.forward
+
+    def counting(batch):
+        calls.append(batch["input_ids"].shape[0])
+        return forward(batch)
+
+    vlm.forward = counting
+    try:
+        same = [Doc(str(i), None, images=[str(pages / "p1.png")]) for i in range(3)]
+        scores = [sd.score for sd in vlm.rerank("q", same)]
+    finally:
+        del vlm.forward
+    assert sum(calls) == 1 and len(set(scores)) == 1
+
+
+def test_media_errors_name_the_document(vlm_dir, pages, tmp_path):
+    strict = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", image_root=str(pages))
+    with pytest.raises(MediaError, match=r"document 'x'.*does not exist"):
+        strict.rerank("q", [Doc("x", None, images=[str(pages / "missing.png")])])
+    outside = tmp_path / "secret.png"
+    random_image(30, 30).save(outside)
+    with pytest.raises(MediaError, match=r"document 'y'.*outside the allowed root"):
+        strict.rerank("q", [Doc("y", None, images=[str(pages / ".." / outside.parent.name / "secret.png")])])
+    with pytest.raises(MediaError, match=r"document 'z'.*not an image Pillow can read"):
+        strict.rerank("q", [Doc("z", None, images=[b"%PDF-1.7 not an image"])])
+    with pytest.raises(MediaError, match="cannot use a int as an image"):
+        Doc("w", None, images=[3])
+
+
+def test_text_families_rank_image_only_documents_last(tiny_bert_dir, pages):
+    text_model = reason2rank.load(tiny_bert_dir, family="cross-encoder")
+    with pytest.warns(UserWarning, match="1 document"):
+        out = text_model.rerank("q", [Doc("img", None, images=[str(pages / "p0.png")]), Doc("t", "some text")])
+    assert [sd.doc.id for sd in out] == ["t", "img"]
+
+
+def test_save_then_load_gives_the_same_scores(vlm, pages, tmp_path):
+    docs = _docs(pages)
+    before = [sd.score for sd in vlm.rerank("water", docs)]
+    again = reason2rank.load(vlm.save(tmp_path / "saved"))
+    assert again.family == "vlm" and again.budget == vlm.budget
+    assert [sd.score for sd in again.rerank("water", docs)] == pytest.approx(before, abs=1e-6)
+
+
+def test_best_part_of_an_interleaved_document_is_its_score_and_evidence(vlm_dir, vlm):
+    parted = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", parts="best")
+    img = ImageRef(image=random_image(70, 70, 9), name="figure 1")
+    doc = Doc("x", None, parts=["a passage about cats", img, "water treatment plants"])
+    alone = [sd.score for sd in (vlm.rerank("water", [Doc(str(i), p if isinstance(p, str) else None,
+                                                          images=[] if isinstance(p, str) else [p])])[0]
+                                  for i, p in enumerate(doc.parts))]  # fmt: skip
+    [sd] = parted.rerank("water", [doc], explain=1)
+    best = int(np.argmax(alone))
+    assert sd.score == pytest.approx(alone[best], abs=1e-5)
+    assert sd.evidence == (doc.parts[best] if isinstance(doc.parts[best], str) else "figure 1")
+    whole = vlm.rerank("water", [doc])[0]  # the whole interleaved sequence, one prompt
+    assert whole.score != pytest.approx(sd.score)
+
+
+def test_vlm_listwise_puts_images_in_their_slots_and_parses_and_repairs(vlm_dir, pages):
+    ranker = reason2rank.load(vlm_dir, family="vlm-listwise", dtype="fp32", window=3, stride=3)
+    docs = _docs(pages)[:3]
+    msgs = ranker.window_messages(Query("q", "water"), docs, 64)
+    parts = [c for m in msgs if not isinstance(m["content"], str) for c in m["content"]]
+    images = [c["image"] for c in parts if c["type"] == "image"]
+    assert images == [docs[0].images[0], docs[1].images[0]]
+    text = "".join(c.get("text", "<IMG>") for c in parts)
+    assert text.index("Image 1:") < text.index("<IMG>") < text.index("Image 2:") < text.index("Image 3:")
+    assert "plain text about health" in text
+    answers = iter(["<think>page 3 names health</think><answer>[3, 1, 2]</answer>",
+                    "<answer>[2,2,2]</answer>"])  # fmt: skip
+
+    def scripted(messages, **kw):
+        return [GenerationResult(text=next(answers)) for _ in messages]
+
+    ranker.llm.backend.generate = scripted
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first, second = ranker.rerank_batch([("health", docs), ("water", docs)])
+    assert [sd.doc.id for sd in first] == ["c", "a", "b"] and first[0].doc.id == "c"
+    assert first.info["windows_repaired"] == 0
+    assert [sd.doc.id for sd in second] == ["b", "a", "c"]  # duplicates dropped, missing appended in order
+    assert second.info["windows_repaired"] == 1
+
+
+def test_vision_backend_greedy_answers_equal_model_generate(vlm_dir, vlm):
+    from transformers import AutoModelForImageTextToText
+
+    ranker = reason2rank.load(vlm_dir, family="vlm-listwise", dtype="fp32", max_new_tokens=6)
+    backend = ranker.llm.backend
+    img = ImageRef(image=random_image(90, 70, 4))
+    conv = [{"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image", "image": img}]}]
+    [res] = backend.generate([conv], max_new_tokens=6)
+    hf = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
+    feats = vlm.inputs.encode([{"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image"}]}],
+                              [img.load()], backend.budget)  # fmt: skip
+    batch = vlm.inputs.collate([feats])
+    out = hf.generate(**batch, max_new_tokens=6, do_sample=False, eos_token_id=hf.generation_config.eos_token_id)
+    new = out[0, batch["input_ids"].shape[1] :].tolist()
+    assert res.completion_tokens == len([t for t in new if t not in (hf.generation_config.eos_token_id or [])][:6])
+    assert res.text == vlm.inputs.tokenizer.decode(new[: res.completion_tokens], skip_special_tokens=True)
+
+
+def test_render_pages_and_page_qrels(tmp_path):
+    from PIL import Image
+
+    from reason2rank.data.pages import page_qrels, render_pages
+
+    docs = [Doc(f"d{i}", f"Study {i} measured 12 of 40 patients and 7.5 percent", title=f"Title {i}") for i in range(5)]
+    pages = render_pages(docs, tmp_path, per_page=2, figure_every=2)
+    assert [p.doc_ids for p in pages] == [("d0", "d1"), ("d2", "d3"), ("d4",)]
+    assert [p.has_figure for p in pages] == [False, True, False]
+    assert Image.open(pages[0].path).size == (640, 828)
+    assert "Title 0" in pages[0].text and "Study 1 measured" in pages[0].text
+    assert (tmp_path / "pages.jsonl").read_text().count("\n") == 3
+    assert page_qrels(pages, {"q": {"d1": 1, "d0": 2, "d4": 0, "zz": 1}}) == {"q": {"page00000": 2}}
+
+
+def test_haystack_ranker_reads_blob_file_path_and_image_contents(vlm_dir, vlm, pages):
+    from haystack import Document, Pipeline
+    from haystack.dataclasses import ByteStream, ImageContent
+
+    from haystack_integrations.components.rankers.reason2rank import R2RRanker
+
+    ranker = R2RRanker(model=vlm_dir, model_kwargs={"family": "vlm", "dtype": "fp32"}, image_root=str(pages),
+                       top_k=4)  # fmt: skip
+    blob = png_bytes(random_image(140, 100, 1))
+    docs = [Document(content=None, meta={"file_path": "p0.png"}),
+            Document(content="water treatment data", blob=ByteStream(blob, mime_type="image/png")),
+            Document(content="plain text about health"),
+            Document(content=None)]  # fmt: skip
+    contents = [None, None, None, ImageContent.from_file_path(str(pages / "p3.png"))]
+    got = ranker.run(query="water health", documents=docs, image_contents=contents)["documents"]
+    core = vlm.rerank("water health", [Doc("0", None, images=[str(pages / "p0.png")]),
+                                       Doc("1", "water treatment data", images=[blob]),
+                                       Doc("2", "plain text about health"),
+                                       Doc("3", None, images=[str(pages / "p3.png")])])  # fmt: skip
+    assert [d.score for d in got] == pytest.approx([sd.score for sd in core], abs=1e-5)
+    with pytest.raises(MediaError, match="outside the allowed root"):
+        ranker.run(query="q", documents=[Document(content=None, meta={"file_path": "../x.png"})])
+    with pytest.raises(MediaError, match="PDF"):
+        ranker.run(query="q", documents=[Document(content=None, meta={"file_path": "a.pdf", "page_number": 1})])
+    pipe = Pipeline()
+    pipe.add_component("ranker", ranker)
+    again = Pipeline.loads(pipe.dumps()).get_component("ranker")
+    assert again.image_root == str(pages) and again.model_kwargs == {"family": "vlm", "dtype": "fp32"}
+
+
+def test_pyterrier_image_column_and_image_loader(vlm_dir, vlm, pages):
+    import pandas as pd
+
+    import pt_r2r
+    from pt_r2r.text import MissingDocumentsError
+
+    frame = pd.DataFrame({"qid": ["1"] * 3, "query": ["water"] * 3, "docno": ["p0", "p1", "p2"],
+                          "score": [3.0, 2.0, 1.0], "rank": [0, 1, 2]})  # fmt: skip
+    pipe = pt_r2r.ImageLoader(pages) >> pt_r2r.R2RReranker(vlm_dir, text_field=None, image_field="image",
+                                                          family="vlm", dtype="fp32", verbose=False)  # fmt: skip
+    out = pipe(frame)
+    core = {sd.doc.id: sd.score for sd in vlm.rerank("water", [Doc(f"p{i}", None, images=[str(pages / f"p{i}.png")])
+                                                                 for i in range(3)])}  # fmt: skip
+    assert dict(zip(out.docno, out.score)) == pytest.approx(core, abs=1e-5)
+    assert list(out["rank"]) == [0, 1, 2]
+    with pytest.raises(MissingDocumentsError, match="'nope'"):
+        pt_r2r.ImageLoader(pages)(frame.assign(docno=["p0", "nope", "p1"]))
+    with pytest.raises(ValueError, match="outside the image directory"):
+        pt_r2r.ImageLoader(pages)(frame.assign(docno=["../p0", "p1", "p2"]))
