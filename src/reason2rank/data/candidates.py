@@ -9,6 +9,7 @@ core ranks it last, with one warning, see ``reason2rank.reranker``).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -252,7 +253,7 @@ def candidates_from_run(
         for position, (docid, score) in enumerate(ranked):
             doc = found[str(docid)]
             meta = {**doc.meta, FIRST_STAGE_SCORE: float(score), FIRST_STAGE_RANK: position + 1}
-            candidates.append(Doc(id=doc.id, text=doc.text, title=doc.title, meta=meta))
+            candidates.append(dataclasses.replace(doc, meta=meta))
         items.append((query, candidates))
     return items
 

@@ -4,6 +4,7 @@ lookups docid -> ``Doc`` over a mapping, a ``get_many`` docstore or a callable."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from reason2rank.data.io import PathLike, file_error, iter_json_objects
@@ -20,13 +21,13 @@ def read_docs_jsonl(path: PathLike) -> dict[str, Doc]:
 
     The id comes from the first of ``_id``, ``docid``, ``docno``, ``id``, ``doc_id``; the text from the first
     of ``text``, ``contents``, ``body``, ``content`` (a null text is read as ``None``: a document without text); ``title`` is optional;
-    every other key goes into ``Doc.meta``. A duplicate id raises ``ValueError``.
+    ``image``/``images`` (paths) become ``Doc.images``; every other key goes into ``Doc.meta``. A duplicate id raises ``ValueError``.
     """
     docs: dict[str, Doc] = {}
     lines: dict[str, int] = {}
     for lineno, record in iter_json_objects(path):
         try:
-            doc = doc_from_record(record)
+            doc = doc_from_record(record, base=Path(path).parent)
         except ValueError as e:
             raise file_error(path, lineno, str(e)) from None
         if doc.id in docs:
@@ -36,8 +37,9 @@ def read_docs_jsonl(path: PathLike) -> dict[str, Doc]:
     return docs
 
 
-def doc_from_record(record: Mapping[str, Any]) -> Doc:
-    """A ``Doc`` from one JSONL record (id, text and title keys as ``read_docs_jsonl`` describes; the rest is meta)."""
+def doc_from_record(record: Mapping[str, Any], base: Path | None = None) -> Doc:
+    """A ``Doc`` from one JSONL record (id, text and title keys as ``read_docs_jsonl`` describes; the rest is meta);
+    relative image paths resolve against ``base`` (the corpus file's directory)."""
     id_key = next((k for k in _DOC_ID_KEYS if record.get(k) is not None), None)
     if id_key is None:
         raise ValueError(f"no document id (one of {', '.join(_DOC_ID_KEYS)}); keys were {sorted(record)}")
@@ -47,8 +49,13 @@ def doc_from_record(record: Mapping[str, Any]) -> Doc:
     text = text_or_none(record[text_key]) if text_key else None
     title = record.get("title")
     title = clean_text(title)[0] if title is not None else None
-    meta = {k: v for k, v in record.items() if k not in (id_key, text_key, "title")}
-    return Doc(id=str(record[id_key]), text=text, title=title, meta=meta)
+    images = record.get("images") or ([record["image"]] if record.get("image") else [])
+    if isinstance(images, str):
+        images = [images]
+    if base is not None:
+        images = [str(base / p) if isinstance(p, str) and not Path(p).is_absolute() else p for p in images]
+    meta = {k: v for k, v in record.items() if k not in (id_key, text_key, "title", "image", "images")}
+    return Doc(id=str(record[id_key]), text=text, title=title, meta=meta, images=tuple(images))
 
 
 def lookup_docs(docs: Any, ids: list[str]) -> dict[str, Doc]:

@@ -5,7 +5,7 @@ Example (every key is optional except ``output_dir``, ``student.model`` and ``da
     output_dir: runs/minilm-scifact
     seed: 42
     student:
-      type: encoder              # encoder (cross-encoder + evidence head) | decoder (causal LM + rank head)
+      type: encoder              # encoder (cross-encoder + evidence head) | decoder (causal LM + rank head) | vlm
       model: sentence-transformers/all-MiniLM-L6-v2
       max_length: 256
       # decoder only:
@@ -167,8 +167,8 @@ class TrainConfig:
             raise ValueError(
                 "the config needs output_dir: the directory for checkpoints and the trained model"
             )
-        if self.student.type not in ("encoder", "decoder"):
-            raise ValueError(f"student.type must be 'encoder' or 'decoder', got {self.student.type!r}")
+        if self.student.type not in ("encoder", "decoder", "vlm"):
+            raise ValueError(f"student.type must be 'encoder', 'decoder' or 'vlm', got {self.student.type!r}")
         if not self.student.model:
             raise ValueError("the config needs student.model: a model directory or hub id to start from")
         if self.data.train is None:

@@ -65,6 +65,7 @@ grades and ranks that are not distinct positive integers, naming the file and li
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -471,7 +472,7 @@ def index_candidates(
                 raise TypeError(
                     f"query {query.id!r}: candidates must be Doc objects, got {type(doc).__name__}"
                 )
-            by_id.setdefault(doc.id, Doc(id=doc.id, text=doc.text, title=doc.title))
+            by_id.setdefault(doc.id, dataclasses.replace(doc, meta={}))
         items[query.id] = (query, by_id)
     return items
 

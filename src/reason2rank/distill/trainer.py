@@ -162,9 +162,10 @@ def evaluate(reranker: Any, dev: DevSet, batch_size: int | None = None) -> dict[
 def build_student(cfg: TrainConfig, device: torch.device | str | None = None) -> Student:
     """The student ``cfg.student.type`` names (``reason2rank.distill.students.STUDENTS``), built from the config."""
     from reason2rank.distill.students import STUDENTS
+    from reason2rank.distill.vlm_student import VLMStudent
 
     try:
-        cls = STUDENTS[cfg.student.type]
+        cls: type[Student] = {**STUDENTS, "vlm": VLMStudent}[cfg.student.type]
     except KeyError:
         raise ValueError(
             f"student.type must be one of {', '.join(STUDENTS)}, got {cfg.student.type!r}"
