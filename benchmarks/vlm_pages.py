@@ -69,7 +69,9 @@ def main() -> None:
     rows = []
     for tokens in (int(x) for x in args.budgets.split(",")):
         budget = dict(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * tokens)
-        batched = load(model_dir, family="vlm", dtype="fp32", batch_size=args.batch_size, progress=False, **budget)
+        batched = load(
+            model_dir, family="vlm", dtype="fp32", batch_size=args.batch_size, progress=False, **budget
+        )
         single = load(model_dir, family="vlm", dtype="fp32", batch_size=1, progress=False, **budget)
         batched.rerank_batch(items[:1])  # warm-up
         t = time.perf_counter()

@@ -39,7 +39,9 @@ def make_tiny_qwen2_vl(path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_p
 
     p = _prepare_dir(path)
     tok = make_causal_lm_tokenizer("qwen2")
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in VISION_SPECIALS], special_tokens=True)
+    tok.add_tokens(
+        [AddedToken(t, special=True, normalized=False) for t in VISION_SPECIALS], special_tokens=True
+    )
     ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_SPECIALS}
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
     config = Qwen2VLConfig(
@@ -57,7 +59,9 @@ def make_tiny_qwen2_vl(path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_p
     )  # fmt: skip
     with _seeded_init(seed):
         model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(eos_token_id=stop, pad_token_id=tok.pad_token_id, do_sample=False)
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop, pad_token_id=tok.pad_token_id, do_sample=False
+    )
     tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
     model.save_pretrained(p)
     tok.save_pretrained(p)

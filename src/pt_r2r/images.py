@@ -89,9 +89,13 @@ class ImageLoader(pt.Transformer):
         found = {d: self._find(d) for d in dict.fromkeys(out[self.docno_field].astype(str))}
         missing = [d for d, v in found.items() if v is None]
         if missing:
-            shown = ", ".join(repr(m) for m in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            shown = ", ".join(repr(m) for m in missing[:5]) + (
+                f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+            )
             where = f"in {self._root}" if self._root is not None else "in the source"
-            raise MissingDocumentsError(f"ImageLoader: no image {where} for {len(missing)} docno(s): {shown}", missing)
+            raise MissingDocumentsError(
+                f"ImageLoader: no image {where} for {len(missing)} docno(s): {shown}", missing
+            )
         out[self.image_field] = pd.Series(
             [found[d] for d in out[self.docno_field].astype(str)], index=out.index, dtype=object
         )

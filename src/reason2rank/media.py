@@ -102,7 +102,7 @@ class ImageRef:
                 )
             img = self.image
         else:
-            raw = self.raw(root, what)
+            raw = self.raw(root, what) or b""
             try:
                 img = image_mod.open(io.BytesIO(raw))
                 img.load()

@@ -69,7 +69,7 @@ def test_scores_equal_a_plain_transformers_forward(vlm_dir, vlm, pages):
 def test_image_tokens_follow_the_patch_grid_and_the_pixel_budget(vlm):
     msgs, refs, _ = vlm.messages("q", [ImageRef(image=random_image(400, 300, 5))])
     f = vlm.inputs.encode(msgs, [r.load() for r in refs], vlm.budget)
-    (t, h, w), = f["image_grid_thw"]
+    ((t, h, w),) = f["image_grid_thw"]
     n_image = sum(f["mm_token_type_ids"])
     assert n_image == t * h * w // 4 == f["input_ids"].count(vlm.inputs.image_token_id)
     assert f["pixel_values"].shape[0] == t * h * w
@@ -124,7 +124,9 @@ def test_media_errors_name_the_document(vlm_dir, pages, tmp_path):
 def test_text_families_rank_image_only_documents_last(tiny_bert_dir, pages):
     text_model = reason2rank.load(tiny_bert_dir, family="cross-encoder")
     with pytest.warns(UserWarning, match="1 document"):
-        out = text_model.rerank("q", [Doc("img", None, images=[str(pages / "p0.png")]), Doc("t", "some text")])
+        out = text_model.rerank(
+            "q", [Doc("img", None, images=[str(pages / "p0.png")]), Doc("t", "some text")]
+        )
     assert [sd.doc.id for sd in out] == ["t", "img"]
 
 
@@ -183,15 +185,21 @@ def test_vision_backend_greedy_answers_equal_model_generate(vlm_dir, vlm):
     ranker = reason2rank.load(vlm_dir, family="vlm-listwise", dtype="fp32", max_new_tokens=6)
     backend = ranker.llm.backend
     img = ImageRef(image=random_image(90, 70, 4))
-    conv = [{"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image", "image": img}]}]
+    conv = [
+        {"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image", "image": img}]}
+    ]
     [res] = backend.generate([conv], max_new_tokens=6)
     hf = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
     feats = vlm.inputs.encode([{"role": "user", "content": [{"type": "text", "text": "what is it"}, {"type": "image"}]}],
                               [img.load()], backend.budget)  # fmt: skip
     batch = vlm.inputs.collate([feats])
-    out = hf.generate(**batch, max_new_tokens=6, do_sample=False, eos_token_id=hf.generation_config.eos_token_id)
+    out = hf.generate(
+        **batch, max_new_tokens=6, do_sample=False, eos_token_id=hf.generation_config.eos_token_id
+    )
     new = out[0, batch["input_ids"].shape[1] :].tolist()
-    assert res.completion_tokens == len([t for t in new if t not in (hf.generation_config.eos_token_id or [])][:6])
+    assert res.completion_tokens == len(
+        [t for t in new if t not in (hf.generation_config.eos_token_id or [])][:6]
+    )
     assert res.text == vlm.inputs.tokenizer.decode(new[: res.completion_tokens], skip_special_tokens=True)
 
 
@@ -200,7 +208,10 @@ def test_render_pages_and_page_qrels(tmp_path):
 
     from reason2rank.data.pages import page_qrels, render_pages
 
-    docs = [Doc(f"d{i}", f"Study {i} measured 12 of 40 patients and 7.5 percent", title=f"Title {i}") for i in range(5)]
+    docs = [
+        Doc(f"d{i}", f"Study {i} measured 12 of 40 patients and 7.5 percent", title=f"Title {i}")
+        for i in range(5)
+    ]
     pages = render_pages(docs, tmp_path, per_page=2, figure_every=2)
     assert [p.doc_ids for p in pages] == [("d0", "d1"), ("d2", "d3"), ("d4",)]
     assert [p.has_figure for p in pages] == [False, True, False]
@@ -233,7 +244,9 @@ def test_haystack_ranker_reads_blob_file_path_and_image_contents(vlm_dir, vlm, p
     with pytest.raises(MediaError, match="outside the allowed root"):
         ranker.run(query="q", documents=[Document(content=None, meta={"file_path": "../x.png"})])
     with pytest.raises(MediaError, match="PDF"):
-        ranker.run(query="q", documents=[Document(content=None, meta={"file_path": "a.pdf", "page_number": 1})])
+        ranker.run(
+            query="q", documents=[Document(content=None, meta={"file_path": "a.pdf", "page_number": 1})]
+        )
     pipe = Pipeline()
     pipe.add_component("ranker", ranker)
     again = Pipeline.loads(pipe.dumps()).get_component("ranker")

@@ -57,7 +57,8 @@ class VisionBackend(Backend):
 
     def _features(self, messages: Messages, prefix: str) -> dict[str, Any]:
         plain: list[dict[str, Any]] = []
-        images, keys = [], []
+        images: list[Any] = []
+        keys: list[str] = []
         for m in messages:
             content = m["content"]
             if isinstance(content, str):
@@ -68,7 +69,9 @@ class VisionBackend(Backend):
                 if c.get("type") == "image":
                     ref = c["image"]
                     if not isinstance(ref, ImageRef):
-                        raise TypeError(f"an image part holds a reason2rank.media.ImageRef, got {type(ref).__name__}")
+                        raise TypeError(
+                            f"an image part holds a reason2rank.media.ImageRef, got {type(ref).__name__}"
+                        )
                     images.append(ref.load(self.image_root, what=str(c.get("doc", "image part"))))
                     keys.append(ref.digest(self.image_root))
                     parts.append({"type": "image"})

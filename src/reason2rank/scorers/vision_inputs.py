@@ -91,10 +91,18 @@ class VisionInputs:
         kw = {k: v for k, v in (hub_kwargs or {}).items() if v not in (None, False)}
         try:
             processor = AutoProcessor.from_pretrained(path, **kw)
-        except Exception as e:  # ImportError (no torchvision), AttributeError/ValueError from the video side, ...
-            logger.info("AutoProcessor(%s) did not load (%s: %s); opening its parts", path, type(e).__name__, e)
+        except (
+            Exception
+        ) as e:  # ImportError (no torchvision), AttributeError/ValueError from the video side, ...
+            logger.info(
+                "AutoProcessor(%s) did not load (%s: %s); opening its parts", path, type(e).__name__, e
+            )
             processor = None
-        if processor is not None and hasattr(processor, "image_processor") and hasattr(processor, "tokenizer"):
+        if (
+            processor is not None
+            and hasattr(processor, "image_processor")
+            and hasattr(processor, "tokenizer")
+        ):
             template = getattr(processor, "chat_template", None) or processor.tokenizer.chat_template
             return cls(processor.tokenizer, processor.image_processor, template, processor)
         tokenizer = AutoTokenizer.from_pretrained(path, **kw)
@@ -125,7 +133,9 @@ class VisionInputs:
                     continue
                 chunks.append(
                     "".join(
-                        f"<|vision_start|>{self.image_token}<|vision_end|>" if c["type"] == "image" else c["text"]
+                        f"<|vision_start|>{self.image_token}<|vision_end|>"
+                        if c["type"] == "image"
+                        else c["text"]
                         for c in content
                     )
                 )

@@ -46,7 +46,9 @@ PART_MODES = ("whole", "best")
 
 def _check_prompt(prompt: Any) -> dict[str, Any]:
     if not isinstance(prompt, dict):
-        raise ValueError(f"a VLM prompt is a dict with 'before', 'after' and 'readout', got {type(prompt).__name__}")
+        raise ValueError(
+            f"a VLM prompt is a dict with 'before', 'after' and 'readout', got {type(prompt).__name__}"
+        )
     merged = {**DEFAULT_VLM_PROMPT, **prompt}
     if "{{query}}" not in merged["before"] + merged["after"]:
         raise ValueError("the VLM prompt needs {{query}} in its 'before' or 'after' text")
@@ -138,7 +140,9 @@ class VLMReranker(TransformerReranker):
             parts.append(doc.full_text)
         return parts
 
-    def messages(self, query: str, parts: Sequence[str | ImageRef]) -> tuple[list[dict[str, Any]], list[Any], int]:
+    def messages(
+        self, query: str, parts: Sequence[str | ImageRef]
+    ) -> tuple[list[dict[str, Any]], list[Any], int]:
         """The chat messages of one prompt, the images in placeholder order, and how many texts were cut."""
         before = self.prompt["before"].replace("{{query}}", query)
         after = self.prompt["after"].replace("{{query}}", query)
@@ -160,7 +164,9 @@ class VLMReranker(TransformerReranker):
         msgs.append({"role": "user", "content": content})
         return msgs, images, cut
 
-    def features(self, pairs: Sequence[tuple[str, Sequence[str | ImageRef], str]]) -> tuple[list[VisionFeatures], int]:
+    def features(
+        self, pairs: Sequence[tuple[str, Sequence[str | ImageRef], str]]
+    ) -> tuple[list[VisionFeatures], int]:
         """Features of each (query, parts, document id) prompt, and how many document texts were cut."""
         out: list[VisionFeatures] = []
         truncated = 0
@@ -197,10 +203,14 @@ class VLMReranker(TransformerReranker):
             logits = logits + head.bias[[self.positive_id, self.negative_id]].float()
         return logits[:, 0] - logits[:, 1]
 
-    def score_prompts(self, pairs: Sequence[tuple[str, Sequence[str | ImageRef], str]], desc: str) -> np.ndarray:
+    def score_prompts(
+        self, pairs: Sequence[tuple[str, Sequence[str | ImageRef], str]], desc: str
+    ) -> np.ndarray:
         """Scores of (query, parts, document id) prompts, in input order (one engine run)."""
         feats, truncated = self.features(pairs)
-        self.truncation.report(truncated, len(feats), what="VLM prompts (document text cut to max_doc_tokens)")
+        self.truncation.report(
+            truncated, len(feats), what="VLM prompts (document text cut to max_doc_tokens)"
+        )
         return self.engine.run(
             feats, self.forward, self.pad_token_id, self.padding_side, desc=desc,
             collate=self.inputs.collate, key=lambda f: f["key"],

@@ -98,7 +98,11 @@ class VLMListwiseReranker(ListwiseReranker):
 
     def r2r_config(self) -> dict[str, Any]:
         """The VLM listwise fields of ``r2r_model.json``."""
-        return {**super().r2r_config(), "min_pixels": self.budget.min_pixels, "max_pixels": self.budget.max_pixels}
+        return {
+            **super().r2r_config(),
+            "min_pixels": self.budget.min_pixels,
+            "max_pixels": self.budget.max_pixels,
+        }
 
 
 def _with_images(text: str, slots: dict[str, tuple[Any, str]]) -> Any:

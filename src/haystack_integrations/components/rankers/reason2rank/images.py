@@ -21,7 +21,9 @@ __all__ = ["IMAGE_SUFFIXES", "document_images"]
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
 
 
-def document_images(doc: Document, image_content: Any = None, image_root: str | None = None) -> tuple[ImageRef, ...]:
+def document_images(
+    doc: Document, image_content: Any = None, image_root: str | None = None
+) -> tuple[ImageRef, ...]:
     """The images of ``doc`` (see the module docstring); ``()`` when it has none."""
     what = f"Document {doc.id!r}"
     if image_content is not None:

@@ -20,8 +20,8 @@ from haystack.dataclasses import ImageContent
 from haystack.utils import ComponentDevice, Secret, deserialize_secrets_inplace
 
 import reason2rank
-from reason2rank.reranker import Reranker
 from haystack_integrations.components.rankers.reason2rank.images import document_images
+from reason2rank.reranker import Reranker
 from reason2rank.types import Doc, Query, is_readable
 
 logger = logging.getLogger(__name__)
