@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["FusedDoc", "linear_fusion", "reciprocal_rank_fusion"]
 
@@ -32,7 +33,7 @@ class FusedDoc:
     ranks: Mapping[str, int] = field(default_factory=dict)
 
 
-def _check_lists(lists: Sequence[tuple[str, Sequence[str]]]) -> None:
+def _check_lists(lists: Sequence[tuple[str, Sequence[Any]]]) -> None:
     labels = [label for label, _ in lists]
     if len(set(labels)) != len(labels):
         dup = sorted({x for x in labels if labels.count(x) > 1})
