@@ -11,7 +11,8 @@ Example::
     pipeline = bm25 % 100 >> pt_r2r.TextLoader("corpus.jsonl") >> reranker
     pt.Experiment([bm25, pipeline], topics, qrels, [nDCG @ 10, RR @ 10])
 
-``R2RTeacher`` (``pt_r2r.teacher``) is imported on first use, so ``import pt_r2r`` works without it.
+``R2RTeacher`` (``pt_r2r.teacher``) and the Omni-RAG transformers (``pt_r2r.rag``: ``R2RQueryDecomposer``,
+``R2RSubQueryRetriever``, ``R2RFusion``, ``R2RAnswerer``) are imported on first use, so ``import pt_r2r`` works without it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from pt_r2r.text import MissingDocumentsError, TextLoader, text
 
 __all__ = ["ImageLoader", "MissingDocumentsError", "R2RCascade", "R2RReranker", "TextLoader", "text"]
 
-_LAZY = {"R2RTeacher": "pt_r2r.teacher"}
+_LAZY = {
+    "R2RTeacher": "pt_r2r.teacher",
+    "R2RQueryDecomposer": "pt_r2r.rag",
+    "R2RSubQueryRetriever": "pt_r2r.rag",
+    "R2RFusion": "pt_r2r.rag",
+    "R2RAnswerer": "pt_r2r.rag",
+}
 
 
 def __getattr__(name: str) -> Any:
