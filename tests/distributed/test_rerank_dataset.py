@@ -1,0 +1,133 @@
+"""``rerank_dataset`` on a local Ray against the in-process reranker: pointwise (pairs of many queries per actor
+batch) and listwise (whole queries) give the same rows, ranks and scores; outputs are written atomically;
+bad input is refused before any actor starts.
+
+The in-process reference runs in a Ray worker process too (``reason2rank.load(...).rerank_batch``, one
+process), so that both sides run under the same MKL setting (see conftest.py)."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import tiny_models  # noqa: E402
+from reason2rank import Doc, Query  # noqa: E402
+from reason2rank.data import write_trec_run  # noqa: E402
+from reason2rank.distributed import rank_mode, rerank_dataset  # noqa: E402
+from reason2rank.distributed.rows import pairs_table  # noqa: E402
+
+
+def make_items(n_queries: int, n_docs: int, seed: int = 0) -> list[tuple[Query, list[Doc]]]:
+    rng = random.Random(seed)
+    words = tiny_models.COMMON_WORDS
+    items = []
+    for i in range(n_queries):
+        docs = [Doc(f"d{j}", " ".join(rng.choices(words, k=rng.randint(3, 40)))) for j in range(n_docs)]
+        items.append((Query(f"q{i}", " ".join(rng.choices(words, k=4))), docs))
+    q, docs = items[1]
+    docs[2] = Doc("d2", None)  # no text: ranked last at min - 1, as in-process
+    docs[3] = Doc("d3", docs[4].text)  # the same text as d4: equal scores keep the input order
+    return items
+
+
+def in_process(model: str, items, **options) -> list[tuple[str, list[tuple[str, float, int]]]]:
+    import torch
+
+    import reason2rank
+
+    torch.set_num_threads(1)
+    ranked = reason2rank.load(model, progress=False, **options).rerank_batch(items)
+    return [(q.id, [(sd.doc.id, sd.score, sd.rank) for sd in lst]) for (q, _), lst in zip(items, ranked)]
+
+
+def reference(ray, model: str, items, **options):
+    return ray.get(ray.remote(num_cpus=1)(in_process).remote(model, items, **options))
+
+
+def rows(run) -> list[tuple[str, list[tuple[str, float, int]]]]:
+    return [(qid, [(sd.doc.id, sd.score, sd.rank) for sd in lst]) for qid, lst in run.results]
+
+
+def test_pointwise_equals_in_process(ray_local, tiny_bert_dir, tmp_path):
+    items = make_items(8, 12)
+    assert rank_mode(tiny_bert_dir, "cross-encoder") == "pairs"
+    # batch_size=1: each pair is a forward of its own on both sides, so the batches cannot differ: same bits
+    expected = reference(ray_local, tiny_bert_dir, items, family="cross-encoder", batch_size=1)
+    out = tmp_path / "run.trec"
+    run = rerank_dataset(tiny_bert_dir, items, family="cross-encoder", batch_size=1, concurrency=2,
+                         pairs_per_call=20, out=out)  # fmt: skip
+    assert run.mode == "pairs" and run.actors == 2 and run.pairs == 96 and run.missing_text == 1
+    assert rows(run) == expected  # ids, scores and ranks, exactly
+    assert rows(run)[1][1][-1][0] == "d2"  # the document without text is last
+    ref_file = tmp_path / "ref.trec"
+    write_trec_run(ref_file, {qid: [(d, s) for d, s, _ in lst] for qid, lst in expected})
+    assert out.read_bytes() == ref_file.read_bytes()  # the TREC file the in-process CLI writes
+    table = run.write(tmp_path / "run.parquet").stat()
+    assert table.st_size > 0
+    import pyarrow.parquet as pq
+
+    got = pq.read_table(tmp_path / "run.parquet").to_pylist()
+    flat = [{"qid": q, "docno": d, "score": s, "rank": r} for q, lst in expected for d, s, r in lst]
+    assert got == flat
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_pointwise_default_batches_and_dataset_input(ray_local, tiny_bert_dir):
+    """With the engine's own batches (32 pairs) the actors' batches hold other pairs than the in-process ones:
+    rows and order are the same, scores the same to float32 rounding (padding changes fp32 sums)."""
+    items = make_items(6, 10, seed=1)
+    expected = reference(ray_local, tiny_bert_dir, items, family="cross-encoder")
+    table = pairs_table(items).drop_columns(["title"])
+    shuffled = table.take(
+        np.random.default_rng(0).permutation(table.num_rows)
+    )  # the rank column keeps the order
+    ds = ray_local.data.from_arrow([shuffled.slice(0, 25), shuffled.slice(25)])
+    run = rerank_dataset(tiny_bert_dir, ds, family="cross-encoder", concurrency=2, pairs_per_call=16)
+    got = rows(run)
+    assert [q for q, _ in got] == sorted(q for q, _ in expected)  # a Dataset's queries come back by qid
+    got_by, exp_by = dict(got), dict(expected)
+    for qid, lst in exp_by.items():
+        assert [(d, r) for d, _, r in got_by[qid]] == [(d, r) for d, _, r in lst]
+        np.testing.assert_allclose([s for _, s, _ in got_by[qid]], [s for _, s, _ in lst], rtol=0, atol=1e-6)
+
+
+def test_listwise_equals_in_process(ray_local, tiny_llama_dir):
+    items = [(q, docs[:6]) for q, docs in make_items(4, 6, seed=2)]
+    options = {"family": "listwise", "window": 4, "stride": 2, "max_new_tokens": 8}
+    assert rank_mode(tiny_llama_dir, "listwise") == "queries"
+    expected = reference(ray_local, tiny_llama_dir, items, **options)
+    run = rerank_dataset(tiny_llama_dir, items, concurrency=2, queries_per_call=1, **options)
+    assert run.mode == "queries"
+    assert rows(run) == expected
+
+
+def test_bad_input_is_refused_before_any_work(ray_local, tiny_bert_dir, tmp_path):
+    ds = ray_local.data.from_items([{"qid": "1", "query": "q", "docno": "d", "body": "x", "rank": 0}])
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['text'\]"):
+        rerank_dataset(tiny_bert_dir, ds, family="cross-encoder")
+    ds = ray_local.data.from_items([{"qid": "1", "query": "q", "docno": "d", "text": "x"}])
+    with pytest.raises(ValueError, match="neither a 'rank' nor a 'score'"):
+        rerank_dataset(tiny_bert_dir, ds, family="cross-encoder")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        rerank_dataset(tiny_bert_dir, str(tmp_path / "nope.parquet"), family="cross-encoder")
+    with pytest.raises(ValueError, match="concurrency must be a positive int"):
+        rerank_dataset(tiny_bert_dir, [], family="cross-encoder", concurrency=0)
+    with pytest.raises(ValueError, match="no r2r_model.json: pass family="):
+        rank_mode(tiny_bert_dir)
+    dup = [(Query("q", "text"), [Doc("a", "x"), Doc("a", "y")])]
+    with pytest.raises(ValueError, match="duplicate doc ids"):
+        rerank_dataset(tiny_bert_dir, dup, family="cross-encoder")
+
+
+def test_without_ray_the_error_says_how_to_install(monkeypatch):
+    from reason2rank.distributed import cluster
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"pip install 'reason2rank\[ray\]'"):
+        cluster.import_ray()
