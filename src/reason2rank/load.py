@@ -30,6 +30,7 @@ FAMILIES: dict[str, str] = {
     "two-stage": "reason2rank.strategies.two_stage:TwoStageReranker",
     "icr": "reason2rank.strategies.icr:ICRReranker",
     "vlm": "reason2rank.scorers.vlm:VLMReranker",
+    "vlm-embed": "reason2rank.scorers.vlm_embed:VLMEmbedder",
     "vlm-listwise": "reason2rank.strategies.vlm_listwise:VLMListwiseReranker",
 }
 _ALIASES = {
@@ -39,6 +40,7 @@ _ALIASES = {
     "two_stage": "two-stage", "dear": "two-stage", "rankgpt": "listwise", "prp": "pairwise",
     "in-context": "icr", "attention": "icr",
     "vision": "vlm", "gmr": "vlm", "monovlm": "vlm", "vlm_listwise": "vlm-listwise", "mm-r5": "vlm-listwise",
+    "vlm_embed": "vlm-embed", "identify": "vlm-embed",
 }  # fmt: skip
 _META_KEYS = {"format", "version", "family", "backbone", "description"}
 

@@ -272,3 +272,30 @@ def test_pyterrier_image_column_and_image_loader(vlm_dir, vlm, pages):
         pt_r2r.ImageLoader(pages)(frame.assign(docno=["p0", "nope", "p1"]))
     with pytest.raises(ValueError, match="outside the image directory"):
         pt_r2r.ImageLoader(pages)(frame.assign(docno=["../p0", "p1", "p2"]))
+
+
+def test_vlm_embedder_merges_part_embeddings_and_scores_by_cosine(vlm_dir):
+    from transformers import AutoModelForImageTextToText
+
+    emb = reason2rank.load(vlm_dir, family="vlm-embed", dtype="fp32", batch_size=3)
+    img = ImageRef(image=random_image(70, 90, 6))
+    doc = Doc("x", None, parts=["a passage about water", img, "heart disease"])
+    hf = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
+
+    def plain(prefix, part):
+        msgs, refs = emb._messages(prefix, part)
+        feats = emb.inputs.encode(msgs, [r.load() for r in refs], emb.budget)
+        with torch.no_grad():
+            h = hf(**emb.inputs.collate([feats]), output_hidden_states=True).hidden_states[-1][0, -1]
+        return torch.nn.functional.normalize(h, dim=-1).numpy()
+
+    parts = np.stack([plain("Document: ", p) for p in doc.parts])
+    merged = parts.mean(0) / np.linalg.norm(parts.mean(0))
+    np.testing.assert_allclose(emb.embed_documents([doc])[0], merged, atol=1e-5)
+    q = plain("Query: ", "water")
+    [sd] = emb.rerank("water", [doc])
+    assert sd.score == pytest.approx(float(q @ merged), abs=1e-5)
+    saved = reason2rank.load(emb.save(Path(vlm_dir).parent / "embed_saved"))
+    assert saved.family == "vlm-embed" and saved.rerank("water", [doc])[0].score == pytest.approx(
+        sd.score, abs=1e-6
+    )
