@@ -85,3 +85,55 @@ def test_student_overfits_a_fixed_batch_and_reopens_as_the_vlm_family(tmp_path, 
     for a, b in zip(got, want):
         assert a.tolist() == pytest.approx(b.tolist(), abs=1e-4)
     assert all(s[0] == max(s) for s in got)  # the positive of each group ranks first
+
+
+def test_reason2rank_train_with_a_vlm_student_from_qrels_and_page_images(tmp_path):
+    import json as _json
+
+    from reason2rank.distill import train
+
+    model_dir = make_tiny_qwen2_vl(tmp_path / "vlm")
+    (tmp_path / "pages").mkdir()
+    corpus, run, qrels, topics = [], [], [], []
+    for q in range(3):
+        topics.append(_json.dumps({"_id": f"q{q}", "text": f"query number {q} about water"}))
+        for d in range(3):
+            name = f"q{q}d{d}"
+            random_image(56 + 28 * d, 84, seed=7 * q + d).save(tmp_path / "pages" / f"{name}.png")
+            corpus.append(_json.dumps({"_id": name, "text": f"page {name}", "image": f"pages/{name}.png"}))
+            run.append(f"q{q} Q0 {name} {d + 1} {3.0 - d} bm25")
+            qrels.append(f"q{q} 0 {name} {1 if d == 0 else 0}")
+    (tmp_path / "corpus.jsonl").write_text("\n".join(corpus) + "\n")
+    (tmp_path / "topics.jsonl").write_text("\n".join(topics) + "\n")
+    (tmp_path / "run.trec").write_text("\n".join(run) + "\n")
+    (tmp_path / "qrels.txt").write_text("\n".join(qrels) + "\n")
+    cfg = {
+        "output_dir": str(tmp_path / "out"),
+        "seed": 3,
+        "student": {"type": "vlm", "model": str(model_dir), "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {
+            "train": {
+                "qrels": str(tmp_path / "qrels.txt"),
+                "run": str(tmp_path / "run.trec"),
+                "topics": str(tmp_path / "topics.jsonl"),
+                "docs": str(tmp_path / "corpus.jsonl"),
+                "depth": 3,
+            },
+            "group_size": 3,
+        },  # fmt: skip
+        "objectives": {"yes_no_sft": 1.0, "infonce": 0.5},
+        "train": {
+            "max_steps": 4,
+            "batch_size": 2,
+            "lr": 1e-3,
+            "save_every": 0,
+            "log_every": 1,
+            "device": "cpu",
+        },
+    }
+    result = train(cfg)
+    assert [h["step"] for h in result.history if "loss" in h][-1] == 4
+    model = reason2rank.load(result.model_dir)
+    assert model.family == "vlm"
+    page = Doc("q0d0", "page q0d0", images=[str(tmp_path / "pages" / "q0d0.png")])
+    assert len(model.rerank("query number 0 about water", [page])) == 1
