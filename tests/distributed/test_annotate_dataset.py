@@ -45,6 +45,7 @@ def stored(path: Path) -> dict[str, dict]:
     return {rec["key"]: {k: v for k, v in rec.items() if k not in TIMING} for rec in lines}
 
 
+@pytest.mark.slow
 def test_same_records_as_in_process_and_a_rerun_skips_everything(ray_local, tmp_path):
     items = make_items(4, 5)
     tasks = "direct,listwise,compare"
@@ -97,7 +98,6 @@ def wait_until_unlocked(folder: Path, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.slow
 def test_a_killed_job_restarted_writes_each_item_once(ray_local, tmp_path):
     items = make_items(12, 8)  # 96 direct items; at 0.15 s per answer and 4 in flight, ~4 s of answers
     candidates = tmp_path / "candidates.json"

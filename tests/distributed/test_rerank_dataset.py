@@ -78,6 +78,7 @@ def test_pointwise_equals_in_process(ray_local, tiny_bert_dir, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 
 
+@pytest.mark.slow
 def test_pointwise_default_batches_and_dataset_input(ray_local, tiny_bert_dir):
     """With the engine's own batches (32 pairs) the actors' batches hold other pairs than the in-process ones:
     rows and order are the same, scores the same to float32 rounding (padding changes fp32 sums)."""
@@ -131,3 +132,69 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(ImportError, match=r"pip install 'reason2rank\[ray\]'"):
         cluster.import_ray()
+
+
+@pytest.mark.slow
+def test_cli_rerank_on_ray_matches_in_process(ray_local, tiny_bert_dir, tmp_path):
+    from reason2rank.cli import main
+    from reason2rank.data import read_trec_run, write_rankllm_candidates
+
+    candidates = tmp_path / "c.json"
+    write_rankllm_candidates(candidates, make_items(3, 6, seed=3))
+    base = ["rerank", "--model", tiny_bert_dir, "--family", "cross-encoder", "--candidates", str(candidates),
+            "--batch-size", "1", "--no-progress"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "local.trec")]) == 0
+    assert (
+        main([*base, "--out", str(tmp_path / "ray.trec"), "--ray", "--actors", "2", "--pairs-per-call", "5"])
+        == 0
+    )
+    local, distributed = read_trec_run(tmp_path / "local.trec"), read_trec_run(tmp_path / "ray.trec")
+    assert local.keys() == distributed.keys()
+    for qid in local:
+        assert [d for d, _ in local[qid]] == [d for d, _ in distributed[qid]]
+        np.testing.assert_allclose(
+            [s for _, s in local[qid]], [s for _, s in distributed[qid]], rtol=0, atol=1e-6
+        )
+
+
+def test_cli_ray_argument_errors(tiny_bert_dir, tmp_path, capsys):
+    from reason2rank.cli import main
+
+    base = ["rerank", "--model", tiny_bert_dir, "--candidates", "c.json", "--out", str(tmp_path / "r.trec")]
+    assert main([*base, "--address", "auto"]) == 2
+    assert "--address needs --ray" in capsys.readouterr().err
+    assert main([*base, "--ray", "--actors", "0"]) == 2
+    assert "--actors must be >= 1" in capsys.readouterr().err
+    assert main([*base, "--ray", "--strategy", "listwise", "--llm-log", str(tmp_path / "log.jsonl")]) == 2
+    assert "--llm-log does not work with --ray" in capsys.readouterr().err
+    teach = [
+        "teach",
+        "--teacher",
+        "openai:m@http://127.0.0.1:1/v1",
+        "--candidates",
+        "c.json",
+        "--out",
+        "a.jsonl",
+    ]
+    assert main([*teach, "--actors", "2"]) == 2
+    assert "needs --ray" in capsys.readouterr().err
+
+
+@pytest.mark.gpu
+def test_gpu_actors_rank_like_in_process(ray_local, minilm_dir):
+    """On a GPU machine: one actor per GPU (num_gpus=1) scores as the in-process reranker on the GPU (fp32, so that
+    batches of other pairs move a score by rounding only)."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    gpus = int(ray_local.cluster_resources().get("GPU", 0))
+    if gpus < 1:
+        pytest.skip("Ray sees no GPU")
+    items = make_items(8, 50, seed=4)
+    expected = in_process(minilm_dir, items, family="cross-encoder", device="cuda")
+    run = rerank_dataset(
+        minilm_dir, items, family="cross-encoder", device="cuda", concurrency=gpus, num_gpus=1
+    )
+    got = dict(rows(run))
+    for qid, lst in expected:
+        assert [d for d, _, _ in got[qid]] == [d for d, _, _ in lst]

@@ -1,5 +1,8 @@
 """``reason2rank rerank``: rerank candidates with a model and write a TREC run (and explanations).
 
+``--ray`` reranks on Ray Data (``reason2rank.distributed.rerank_dataset``): ``--actors`` actors, each loading the
+model once, on a local Ray or the cluster at ``--address``; the run is the same as in-process.
+
 Output paths are checked before any work; the run and the explanations are written together (both or
 neither). Ranks are 1-based in both files, as TREC runs have them.
 """
@@ -19,7 +22,8 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser("rerank", help="rerank candidates and write a TREC run")
     add_model_args(p)
     add_candidate_args(p)
-    p.add_argument("--out", required=True, help="output TREC run (rank 1-based)")
+    p.add_argument("--out", required=True, help="output TREC run (rank 1-based), or Parquet (*.parquet: qid, docno, "
+                   "score, rank 0-based)")  # fmt: skip
     p.add_argument("--tag", default="reason2rank", help="run tag written in the last column")
     p.add_argument("--explain", type=int, default=0, metavar="K", help="explain the top K of each query")
     p.add_argument(
@@ -46,7 +50,55 @@ def add_parser(sub: Any) -> None:
     g.add_argument("--max-new-tokens", type=int, help="answer token budget")
     g.add_argument("--cache", help="response cache file (SQLite): a rerun of the same prompts costs nothing")
     g.add_argument("--llm-log", help="write every LLM call (tokens, latency, repaired or not) to this JSONL")
+    add_ray_args(p, "rerank")
     p.set_defaults(func=run)
+
+
+def add_ray_args(p: argparse.ArgumentParser, command: str) -> None:
+    """--ray, --address, --actors, --actor-cpus, --actor-gpus and the batch an actor gets (rerank and teach)."""
+    g = p.add_argument_group("scale-out on Ray Data (pip install 'reason2rank[ray]')")
+    g.add_argument(
+        "--ray", action="store_true", help="run on Ray Data: a pool of actors, each loading the model once"
+    )
+    g.add_argument(
+        "--address", help="Ray cluster to join (auto, ray://HOST:10001, HOST:6379; default: a local Ray)"
+    )
+    g.add_argument("--actors", type=int, default=1, help="actors in the pool (default 1)")
+    g.add_argument("--actor-cpus", type=float, default=1.0, help="logical CPUs per actor (default 1)")
+    g.add_argument(
+        "--actor-gpus", type=float, default=0.0, help="GPUs per actor (default 0; 1 = one model per GPU)"
+    )
+    if command == "rerank":
+        g.add_argument("--pairs-per-call", type=int, default=512,
+                       help="pairs per actor call for pointwise models (default 512)")  # fmt: skip
+    g.add_argument("--queries-per-call", type=int, default=None,
+                   help="whole queries per actor call (default: 8 for rerank, 4 for teach)")  # fmt: skip
+
+
+def ray_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """``rerank_dataset`` / ``annotate_dataset`` options of the Ray arguments; usage errors for bad ones."""
+    if not args.ray:
+        given = [f"--{k.replace('_', '-')}" for k in ("address",) if getattr(args, k)]
+        if args.actors != 1 or args.actor_cpus != 1.0 or args.actor_gpus != 0.0:
+            given.append("--actors/--actor-cpus/--actor-gpus")
+        if given:
+            raise UsageError(f"{given[0]} needs --ray")
+        return {}
+    if args.actors < 1:
+        raise UsageError(f"--actors must be >= 1, got {args.actors}")
+    if args.actor_cpus < 0 or args.actor_gpus < 0:
+        raise UsageError("--actor-cpus and --actor-gpus must be >= 0")
+    kw: dict[str, Any] = {"address": args.address, "concurrency": args.actors, "num_cpus": args.actor_cpus,
+                          "num_gpus": args.actor_gpus}  # fmt: skip
+    if getattr(args, "pairs_per_call", None) is not None:
+        if args.pairs_per_call < 1:
+            raise UsageError(f"--pairs-per-call must be >= 1, got {args.pairs_per_call}")
+        kw["pairs_per_call"] = args.pairs_per_call
+    if args.queries_per_call is not None:
+        if args.queries_per_call < 1:
+            raise UsageError(f"--queries-per-call must be >= 1, got {args.queries_per_call}")
+        kw["queries_per_call"] = args.queries_per_call
+    return kw
 
 
 _STRATEGY_ARGS = {
@@ -92,6 +144,12 @@ def run(args: argparse.Namespace) -> int:
     if args.explanations_out and not args.explain:
         raise UsageError("--explanations-out needs --explain K (how many top documents to explain)")
     strategy_kwargs(args)  # argument mistakes before any work
+    distributed = ray_kwargs(args)
+    if args.ray and (args.llm_log or args.cache):
+        raise UsageError(
+            f"--{'llm-log' if args.llm_log else 'cache'} does not work with --ray: the LLM calls are made in the actors "
+            "(each has its own log, and one SQLite cache file is not shared safely between processes)"
+        )
     outputs = [check_writable(args.out, "--out")]
     if args.llm_log:
         check_writable(args.llm_log, "--llm-log")
@@ -111,14 +169,28 @@ def run(args: argparse.Namespace) -> int:
     if args.strategy:
         options.pop("progress", None)
         options["progress"] = None if not args.no_progress else False
-    model = reason2rank.load(args.model, **options)
-    results = model.rerank_batch(items, explain=args.explain)
-    log = getattr(getattr(model, "llm", None), "log", None)
-    if args.llm_log and log is not None:
-        log.save(args.llm_log)
+    if args.ray:
+        from reason2rank.distributed import rerank_dataset
+
+        options.pop("progress", None)
+        run_ = rerank_dataset(args.model, items, explain=args.explain, progress=not args.no_progress,
+                              **distributed, **options)  # fmt: skip
+        print(f"{run_.actors} actor(s), by {run_.mode}: {run_.elapsed_s:.1f} s", file=sys.stderr)
+        results: list[Any] = [ranked for _qid, ranked in run_.results]
+    else:
+        model = reason2rank.load(args.model, **options)
+        results = model.rerank_batch(items, explain=args.explain)
+        log = getattr(getattr(model, "llm", None), "log", None)
+        if args.llm_log and log is not None:
+            log.save(args.llm_log)
     by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
     with staged_outputs(*outputs) as staged:
-        write_trec_run(staged[0], by_qid, tag=args.tag)
+        if str(args.out).endswith(".parquet"):
+            from reason2rank.distributed.rows import write_results
+
+            write_results(staged[0], list(by_qid.items()), explain=bool(args.explain))
+        else:
+            write_trec_run(staged[0], by_qid, tag=args.tag)
         if args.explanations_out:
             lines = []
             for (q, _), ranked in zip(items, results):

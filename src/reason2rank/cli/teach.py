@@ -118,6 +118,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--summary-json", help="also write the run summary to this JSON file")
+    from reason2rank.cli.rerank import add_ray_args
+
+    add_ray_args(p, "teach")
     p.set_defaults(func=run_teach)
     return p
 
@@ -146,12 +149,19 @@ def _err(msg: str) -> None:
 
 def run_teach(args: argparse.Namespace) -> int:
     """Run ``reason2rank teach``; returns the exit status (see the module docstring)."""
+    from reason2rank.cli.common import UsageError
+    from reason2rank.cli.rerank import ray_kwargs
     from reason2rank.llm.backend import parse_backend_spec
     from reason2rank.teacher.annotate import Teacher, TeacherUnavailable
     from reason2rank.teacher.inputs import load_qrels, load_teacher_inputs
     from reason2rank.teacher.pairs import PairPolicy
     from reason2rank.teacher.prompts import TASKS
 
+    try:
+        ray_kwargs(args)
+    except UsageError as e:
+        _err(str(e))
+        return EXIT_USAGE
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     bad = [t for t in tasks if t not in TASKS]
     if bad or not tasks:
@@ -191,6 +201,8 @@ def run_teach(args: argparse.Namespace) -> int:
 
     if args.dry_run:
         return _dry_run(args, items, tasks, pairs)
+    if args.ray:
+        return _run_on_ray(args, items, tasks, pairs, qrels)
 
     try:
         teacher = Teacher(
@@ -239,6 +251,41 @@ def run_teach(args: argparse.Namespace) -> int:
     elif code != EXIT_OK:
         _err(f"stopped: {summary.aborted}")
     return code
+
+
+def _run_on_ray(args: argparse.Namespace, items: list, tasks: list[str], pairs: Any, qrels: Any) -> int:
+    """``teach --ray``: teacher actors writing shards merged into ``--out`` (``reason2rank.distributed``)."""
+    from reason2rank.cli.rerank import ray_kwargs
+    from reason2rank.distributed import annotate_dataset
+
+    try:
+        summary = annotate_dataset(
+            args.teacher, items, store=args.out, tasks=tasks, qrels=qrels, progress=not args.no_progress,
+            prompts=args.prompt_dir, max_tries=args.max_tries,
+            max_words=None if args.doc_max_tokens else args.doc_max_words, max_tokens=args.doc_max_tokens,
+            tokenizer=args.tokenizer, window=args.window, stride=args.stride, pairs=pairs,
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, retry_failed=args.retry_failed,
+            price_in=args.price_in, price_out=args.price_out, backend_options=_backend_options(args),
+            **ray_kwargs(args),
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        _err(
+            f"interrupted; {args.out} and {args.out}.shards hold every item finished so far, rerun to continue"
+        )
+        return 130
+    except (ValueError, FileNotFoundError, OSError, RuntimeError, ImportError, TypeError) as e:
+        _err(f"the Ray run failed: {e}")
+        return EXIT_INCOMPLETE
+    print(summary.format(), file=sys.stderr)
+    if args.summary_json:
+        with open(args.summary_json, "w", encoding="utf-8") as f:
+            json.dump(summary.to_dict(), f, indent=2)
+    if summary.errors or summary.aborted:
+        _err(
+            f"{summary.errors} item(s) got no answer ({summary.aborted or 'rerun the same command to finish them'})"
+        )
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _dry_run(args: argparse.Namespace, items: list, tasks: list[str], pairs: Any) -> int:

@@ -188,6 +188,8 @@ def _add(total: RunSummary, part: Mapping[str, Any]) -> None:
     total.requests += int(part.get("requests", 0))
     total.prompt_tokens += int(part.get("prompt_tokens", 0))
     total.completion_tokens += int(part.get("completion_tokens", 0))
+    if part.get("cost_usd") is not None:
+        total.cost_usd = (total.cost_usd or 0.0) + float(part["cost_usd"])
     total.flags.update(part.get("flags", {}))
     total.error_samples.extend(part.get("error_samples", [])[: max(0, 5 - len(total.error_samples))])
     total.notes.extend(n for n in part.get("notes", []) if n not in total.notes)
