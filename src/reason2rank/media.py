@@ -8,6 +8,10 @@ given and raises ``MediaError`` naming the document when
   ``..`` or a symlink is refused, as Haystack's ``DocumentToImageContent`` warns of path traversal);
 - the bytes (of a file or given directly) are not an image Pillow can decode.
 
+A PDF (a ``.pdf`` path or bytes starting ``%PDF``) is rendered page by page with pypdfium2 (``pip install
+'reason2rank[vision]'``): ``ImageRef(path="paper.pdf", page=3)`` is its third page (1-based, as Haystack's
+``page_number``), rendered at ``PDF_DPI``.
+
 ``PixelBudget(min_pixels, max_pixels)`` bounds what an image costs: the image processor resizes every image so its
 area lies in that range (Qwen2-VL: one visual token per 28x28 pixels).
 """
@@ -59,18 +63,24 @@ class ImageRef:
     data: bytes | None = None
     image: Any = None
     name: str | None = None
+    page: int | None = None  # the 1-based page of a PDF
 
     def __post_init__(self) -> None:
         given = sum(x is not None for x in (self.path, self.data, self.image))
         if given != 1:
             raise MediaError("an ImageRef needs exactly one of path=, data= or image=")
+        if self.page is not None and (
+            isinstance(self.page, bool) or not isinstance(self.page, int) or self.page < 1
+        ):
+            raise MediaError(f"an ImageRef's page is a 1-based PDF page number, got {self.page!r}")
 
     @property
     def label(self) -> str:
         """A short name for messages and evidence: ``name``, else the file name, else "image"."""
         if self.name:
             return self.name
-        return Path(self.path).name if self.path else "image"
+        base = Path(self.path).name if self.path else "image"
+        return f"{base} p.{self.page}" if self.page else base
 
     def resolve(self, root: str | os.PathLike[str] | None = None, what: str = "document") -> Path:
         """The file this image is read from (``path`` joined to ``root`` when relative), checked to be under ``root``."""
@@ -103,6 +113,8 @@ class ImageRef:
             img = self.image
         else:
             raw = self.raw(root, what) or b""
+            if raw[:5] == b"%PDF-":
+                return _pdf_page(raw, self.page or 1, f"{what}: image {self.label!r}")
             try:
                 img = image_mod.open(io.BytesIO(raw))
                 img.load()
@@ -125,6 +137,8 @@ class ImageRef:
         if raw is None:
             img = self.image
             raw = f"{img.mode}:{img.size}".encode() + img.tobytes()
+        if self.page is not None:
+            raw += f"#page={self.page}".encode()
         return hashlib.sha256(raw).hexdigest()
 
     def __str__(self) -> str:  # cache keys (``json.dumps(default=str)``) see the content, not the object
@@ -132,10 +146,35 @@ class ImageRef:
 
     def __repr__(self) -> str:
         if self.path is not None:
-            return f"ImageRef(path={self.path!r})"
+            return f"ImageRef(path={self.path!r}" + (f", page={self.page})" if self.page else ")")
         if self.data is not None:
             return f"ImageRef(data=<{len(self.data)} bytes>)"
         return f"ImageRef(image=<{type(self.image).__name__}>)"
+
+
+#: the resolution PDF pages are rendered at (Haystack's PDF converters default to 150 DPI too)
+PDF_DPI = 150
+
+
+def _pdf_page(raw: bytes, page: int, what: str) -> Any:
+    """Page ``page`` (1-based) of a PDF as an RGB PIL image."""
+    try:
+        import pypdfium2 as pdfium
+    except ImportError:
+        raise MediaError(
+            f"{what} is a PDF; rendering its pages needs pypdfium2: pip install 'reason2rank[vision]'"
+        ) from None
+    try:
+        pdf = pdfium.PdfDocument(raw)
+    except Exception as e:
+        raise MediaError(f"{what} is not a PDF pypdfium2 can read ({type(e).__name__}: {e})") from None
+    try:
+        if not 1 <= page <= len(pdf):
+            raise MediaError(f"{what}: the PDF has {len(pdf)} page(s), there is no page {page}")
+        img = pdf[page - 1].render(scale=PDF_DPI / 72).to_pil()
+    finally:
+        pdf.close()
+    return img if img.mode == "RGB" else img.convert("RGB")
 
 
 def as_image_ref(value: Any, what: str = "document") -> ImageRef:

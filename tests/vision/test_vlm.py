@@ -116,7 +116,9 @@ def test_media_errors_name_the_document(vlm_dir, pages, tmp_path):
     with pytest.raises(MediaError, match=r"document 'y'.*outside the allowed root"):
         strict.rerank("q", [Doc("y", None, images=[str(pages / ".." / outside.parent.name / "secret.png")])])
     with pytest.raises(MediaError, match=r"document 'z'.*not an image Pillow can read"):
-        strict.rerank("q", [Doc("z", None, images=[b"%PDF-1.7 not an image"])])
+        strict.rerank("q", [Doc("z", None, images=[b"GIF89a but not really"])])
+    with pytest.raises(MediaError, match=r"document 'v'.*not a PDF pypdfium2 can read"):
+        strict.rerank("q", [Doc("v", None, images=[b"%PDF-1.7 truncated"])])
     with pytest.raises(MediaError, match="cannot use a int as an image"):
         Doc("w", None, images=[3])
 
@@ -243,9 +245,20 @@ def test_haystack_ranker_reads_blob_file_path_and_image_contents(vlm_dir, vlm, p
     assert [d.score for d in got] == pytest.approx([sd.score for sd in core], abs=1e-5)
     with pytest.raises(MediaError, match="outside the allowed root"):
         ranker.run(query="q", documents=[Document(content=None, meta={"file_path": "../x.png"})])
-    with pytest.raises(MediaError, match="PDF"):
+    # a PDF page, rendered with pypdfium2 (page_number is 1-based, as Haystack's converters write it)
+    first, second = random_image(200, 150, 11), random_image(150, 200, 12)
+    first.save(pages / "paper.pdf", save_all=True, append_images=[second])
+    pdf_doc = Document(content=None, meta={"file_path": "paper.pdf", "page_number": 2})
+    [got_pdf] = ranker.run(query="water", documents=[pdf_doc])["documents"]
+    [want_pdf] = vlm.rerank(
+        "water", [Doc("p", None, images=[ImageRef(path=str(pages / "paper.pdf"), page=2)])]
+    )
+    assert got_pdf.score == pytest.approx(want_pdf.score, abs=1e-5)
+    page_one = vlm.rerank("water", [Doc("p", None, images=[ImageRef(path=str(pages / "paper.pdf"), page=1)])])
+    assert page_one[0].score != pytest.approx(want_pdf.score)
+    with pytest.raises(MediaError, match="has 2 page"):
         ranker.run(
-            query="q", documents=[Document(content=None, meta={"file_path": "a.pdf", "page_number": 1})]
+            query="q", documents=[Document(content=None, meta={"file_path": "paper.pdf", "page_number": 5})]
         )
     pipe = Pipeline()
     pipe.add_component("ranker", ranker)

@@ -3,8 +3,8 @@
 In order of preference: the ``ImageContent`` given for it (``R2RRanker.run(image_contents=...)``, aligned with the
 documents, e.g. from ``DocumentToImageContent``), its ``blob`` (a ``ByteStream`` of an image), or
 ``meta["file_path"]`` naming an image file (relative paths resolve against ``image_root``, and a path that leaves
-``image_root`` is refused, as ``DocumentToImageContent`` guards against path traversal). A PDF ``file_path`` (with
-``meta["page_number"]``) must first be rendered to an image: ``DocumentToImageContent`` does that.
+``image_root`` is refused, as ``DocumentToImageContent`` guards against path traversal); a PDF ``file_path`` is read
+at ``meta["page_number"]`` (1-based; page 1 without one), rendered with pypdfium2.
 """
 
 from __future__ import annotations
@@ -35,16 +35,17 @@ def document_images(
     if not path:
         return ()
     p = Path(str(path)).expanduser()
-    if p.suffix.lower() == ".pdf":
-        raise MediaError(
-            f"{what}: meta['file_path'] is a PDF ({path}); render its page to an image first, e.g. with Haystack's "
-            "DocumentToImageContent, and pass run(image_contents=...)"
-        )
-    if p.suffix.lower() not in IMAGE_SUFFIXES:
+    pdf = p.suffix.lower() == ".pdf"
+    if not pdf and p.suffix.lower() not in IMAGE_SUFFIXES:
         return ()  # a text file the document was converted from: nothing to look at
     if not p.is_absolute() and image_root is not None:
         p = Path(image_root) / p
     resolved = check_under_root(p, image_root, what)
     if not resolved.is_file():
         raise MediaError(f"{what}: meta['file_path'] {str(path)!r} does not exist ({resolved})")
-    return (ImageRef(path=str(resolved)),)
+    if not pdf:
+        return (ImageRef(path=str(resolved)),)
+    page = doc.meta.get("page_number") or 1
+    if isinstance(page, bool) or not isinstance(page, int) or page < 1:
+        raise MediaError(f"{what}: meta['page_number'] must be a 1-based int, got {page!r}")
+    return (ImageRef(path=str(resolved), page=page),)
