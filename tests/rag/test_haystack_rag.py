@@ -182,3 +182,19 @@ def test_retriever_skips_a_query_that_finds_nothing_and_dedupes(store, caplog):
 
     R2RMultiQueryRetriever(retriever=One()).run(queries=["q"])
     assert original.meta == {"k": 1} and original.score is None  # inputs are never mutated
+
+
+def test_r2r_chat_generator_runs_a_local_model_and_round_trips(tiny_llama_dir):
+    from haystack_r2r import R2RChatGenerator
+
+    gen = R2RChatGenerator(model=f"hf:{tiny_llama_dir}", generation_kwargs={"max_new_tokens": 5})
+    reply = gen.run(messages=[ChatMessage.from_user("hello")])["replies"][0]
+    again = gen.run(messages=[ChatMessage.from_user("hello")])["replies"][0]
+    assert reply.text == again.text and reply.meta["usage"]["completion_tokens"] <= 5  # greedy: deterministic
+    assert R2RChatGenerator.from_dict(gen.to_dict()).to_dict() == gen.to_dict()
+    with pytest.raises(ValueError, match=r"unsupported generation_kwargs \['beams'\]"):
+        R2RChatGenerator(model="hf:x", generation_kwargs={"beams": 2})
+    # a random tiny model cannot write the JSON: the decomposer falls back to the original query, warning
+    dec = R2RQueryDecomposer(chat_generator=gen, max_new_tokens=8)
+    with pytest.warns(UserWarning, match="decomposition failed"):
+        assert dec.run(query="coffee sleep")["queries"] == ["coffee sleep"]

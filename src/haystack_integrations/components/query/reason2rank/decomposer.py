@@ -13,6 +13,7 @@ from haystack import component, default_from_dict, default_to_dict
 from haystack.core.serialization import component_to_dict
 from haystack.utils.deserialization import deserialize_component_inplace
 
+from haystack_integrations.components.generators.reason2rank.chat import R2RChatGenerator
 from reason2rank.rag.decompose import QueryDecomposer
 
 
@@ -35,7 +36,8 @@ class R2RQueryDecomposer:
     out["queries"]        # ["Does vitamin D prevent fractures and falls?", "vitamin D fractures", ...]
     ```
 
-    :param chat_generator: any Haystack ChatGenerator.
+    :param chat_generator: any Haystack ChatGenerator; ``R2RChatGenerator`` runs any reason2rank LLM backend
+        (local transformers ``hf:PATH``, ``openai:MODEL@URL``) and is used through its LLM directly.
     :param max_sub_queries: the cap on sub-queries.
     :param include_query: put the cleaned query first in ``queries`` (retrieved with as well).
     :param max_new_tokens: the answer's length limit.
@@ -66,8 +68,11 @@ class R2RQueryDecomposer:
         if self._decomposer is None:
             if hasattr(self.chat_generator, "warm_up"):
                 self.chat_generator.warm_up()
+            llm = self.chat_generator
+            if isinstance(llm, R2RChatGenerator) and not self.backend_options:
+                llm = llm.llm  # our own LLM layer: the JSON schema reaches it (constrained local decoding)
             self._decomposer = QueryDecomposer(
-                self.chat_generator,
+                llm,
                 max_sub_queries=self.max_sub_queries,
                 include_query=self.include_query,
                 max_new_tokens=self.max_new_tokens,
