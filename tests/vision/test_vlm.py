@@ -312,3 +312,37 @@ def test_vlm_embedder_merges_part_embeddings_and_scores_by_cosine(vlm_dir):
     assert saved.family == "vlm-embed" and saved.rerank("water", [doc])[0].score == pytest.approx(
         sd.score, abs=1e-6
     )
+
+
+def test_cli_reranks_page_images_named_in_the_docs_jsonl(vlm, pages, tmp_path):
+    import json
+
+    from reason2rank.cli import main
+    from reason2rank.data import read_trec_run
+
+    model_dir = vlm.save(tmp_path / "cli_model")
+    (tmp_path / "docs.jsonl").write_text(
+        "".join(
+            json.dumps({"_id": f"p{i}", "text": None, "image": str(pages / f"p{i}.png")}) + "\n"
+            for i in range(3)
+        )
+    )
+    (tmp_path / "topics.tsv").write_text("1\twater\n")
+    (tmp_path / "run.trec").write_text("".join(f"1 Q0 p{i} {i + 1} {3 - i} bm25\n" for i in range(3)))
+    out = tmp_path / "out.trec"
+    code = main(["rerank", "--model", str(model_dir), "--run", str(tmp_path / "run.trec"), "--topics",
+                 str(tmp_path / "topics.tsv"), "--docs", str(tmp_path / "docs.jsonl"), "--out", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    want = vlm.rerank("water", [Doc(f"p{i}", None, images=[str(pages / f"p{i}.png")]) for i in range(3)])
+    assert [d for d, _ in read_trec_run(out)["1"]] == [sd.doc.id for sd in want]
+
+
+def test_vlm_listwise_saves_and_reopens(vlm_dir, tmp_path):
+    ranker = reason2rank.load(
+        vlm_dir, family="vlm-listwise", dtype="fp32", window=4, stride=2, max_pixels=28 * 28 * 16
+    )
+    again = reason2rank.load(ranker.save(tmp_path / "listwise"))
+    assert type(again).__name__ == "VLMListwiseReranker"
+    assert (again.window, again.stride, again.budget) == (4, 2, ranker.budget)
+    assert again.prompt.version == "listwise/mm-r5-v1"
