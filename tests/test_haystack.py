@@ -366,6 +366,7 @@ def test_to_dict_from_dict_round_trip():
         token=Secret.from_env_var("MY_HF_TOKEN", strict=False),
         batch_size=8,
         model_kwargs={"family": "bi-encoder", "dtype": "fp32", "max_length": 256},
+        image_root="/data/pages",
     )
     data = ranker.to_dict()
     assert data == {
@@ -382,6 +383,7 @@ def test_to_dict_from_dict_round_trip():
             "batch_size": 8,
             "progress_bar": False,
             "model_kwargs": {"family": "bi-encoder", "dtype": "fp32", "max_length": 256},
+            "image_root": "/data/pages",
         },
     }
     frozen = copy.deepcopy(data)
