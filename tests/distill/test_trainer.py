@@ -292,6 +292,79 @@ def test_two_process_ddp_run_with_torchrun(tiny_bert_encoder_dir, tmp_path):
     assert reason2rank.load(tmp_path / "ddp" / "model").rerank("q", ["a b", "c d"])
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _decoder_config(tmp_path, model, **train_overrides) -> dict:
+    toy_training_set(6).save(tmp_path / "train.jsonl")
+    t = {"max_steps": 4, "batch_size": 2, "lr": 1e-3, "log_every": 1, "save_every": 2, **train_overrides}
+    return {
+        "output_dir": str(tmp_path / "out"),
+        "seed": 7,
+        "student": {"type": "decoder", "model": model, "max_length": 128, "max_answer_tokens": 16,
+                    "lora": {"r": 4, "alpha": 8, "dropout": 0.0}},
+        "data": {"train": str(tmp_path / "train.jsonl"), "group_size": 3},
+        "objectives": {"group_softmax_ce": 1.0, "lm_reasoning": 1.0},
+        "train": t,
+    }  # fmt: skip
+
+
+@pytest.mark.slow
+def test_fsdp2_shards_gather_into_the_weights_of_an_unsharded_replica(tiny_llama_dir, tmp_path):
+    """FSDP2 over gloo on CPU (accelerate runs FSDP on GPUs only, so the sharding is done as its
+    transformer-based wrap does it): one step through the wrapped decoder student, then ``full_student``
+    gathers exactly the replica's weights, and the saved copy opens as a model."""
+    cfg_path = tmp_path / "fsdp.yaml"
+    cfg_path.write_text(yaml.safe_dump(_decoder_config(tmp_path, tiny_llama_dir, device="cpu")))
+    worker = Path(__file__).with_name("fsdp_shard_worker.py")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), str(worker), str(cfg_path), str(tmp_path / "result.json")]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    r = json.loads((tmp_path / "result.json").read_text())
+    assert r["units"] == 2 and r["sharded"] == "DTensor"  # both decoder layers their own unit; params sharded
+    assert r["same_keys"] and r["max_diff"] <= 1e-6
+    assert (
+        r["changed"] >= r["trainable"] // 2
+    )  # the step moved the LoRA B matrices and the head (A gets 0 grad)
+    scores = reason2rank.load(tmp_path / "out", progress=False).rerank("q", ["a b", "c d"])
+    assert all(np.isfinite(sd.score) for sd in scores)
+
+
+def test_fsdp_config_is_checked():
+    base = {"output_dir": "o", "student": {"model": "m"}, "data": {"train": "x"}}
+    with pytest.raises(ValueError, match="train.fsdp must be bool"):
+        TrainConfig.from_dict({**base, "train": {"fsdp": "yes"}})
+    with pytest.raises(ValueError, match="accelerate runs FSDP on CUDA devices only"):
+        TrainConfig.from_dict({**base, "train": {"fsdp": True, "device": "cpu"}})
+    plain = TrainConfig.from_dict(base).fingerprint()
+    assert TrainConfig.from_dict({**base, "train": {"fsdp": False}}).fingerprint() == plain
+    assert TrainConfig.from_dict({**base, "train": {"fsdp": True}}).fingerprint() != plain
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP through accelerate needs CUDA")
+def test_fsdp_training_run_on_the_gpus(tiny_llama_dir, tmp_path):
+    """``train.fsdp`` on every visible GPU (torchrun), with a checkpoint, a resume and the saved model."""
+    n = torch.cuda.device_count()
+    cfg = _decoder_config(tmp_path, tiny_llama_dir, fsdp=True, bf16=True)
+    cfg_path = tmp_path / "fsdp.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_addr", "127.0.0.1",
+           "--master_port", str(_free_port()), "-m", "reason2rank.cli", "train", "--config", str(cfg_path)]  # fmt: skip
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "fsdp=True" in done.stderr or n == 1  # one process: accelerate does not shard
+    assert (tmp_path / "out" / "checkpoints" / "step-0000004" / "trainer_state.json").is_file()
+    assert reason2rank.load(tmp_path / "out" / "model").rerank("q", ["a b", "c d"])
+
+
 def test_data_spec_builds_the_training_set_from_qrels_files(tmp_path):
     from reason2rank.data import (
         candidates_from_run,

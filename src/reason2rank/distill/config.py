@@ -87,6 +87,7 @@ class OptimConfig:
     max_grad_norm: float = 1.0
     bf16: Any = "auto"  # true | false | auto (CUDA with bf16 support)
     device: str | None = None  # None: what accelerate picks (CUDA when there is one)
+    fsdp: bool = False  # shard the student over the GPUs (FSDP2) instead of replicating it (DDP)
     eval_every: int = 0
     save_every: int = 0
     keep_checkpoints: int = 2
@@ -190,6 +191,11 @@ class TrainConfig:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
         if t.bf16 not in (True, False, "auto"):
             raise ValueError(f"train.bf16 must be true, false or auto, got {t.bf16!r}")
+        if t.fsdp and t.device == "cpu":
+            raise ValueError(
+                "train.fsdp shards the student over GPUs (accelerate runs FSDP on CUDA devices only); on CPU "
+                "remove train.fsdp (several CPU processes train with DDP) or set train.device to cuda"
+            )
         if not isinstance(self.data.group_size, int) or self.data.group_size < 2:
             raise ValueError(f"data.group_size must be an integer >= 2, got {self.data.group_size!r}")
 
@@ -201,6 +207,8 @@ class TrainConfig:
         d.pop("base_dir")
         for k in RESUMABLE_KEYS:
             d["train"].pop(k, None)
+        if not d["train"].get("fsdp"):  # runs from before the option existed keep their fingerprint
+            d["train"].pop("fsdp", None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -303,3 +311,10 @@ def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
             raise ValueError(f"cannot set {dotted}: {k} is not a mapping")
         cur = nxt
     cur[keys[-1]] = value
+
+
+def build_section(cls: type, data: Any, where: str) -> Any:
+    """A dataclass ``cls`` from the mapping ``data``, checked key by key as the training config's sections are
+    (unknown keys and values of the wrong type are ``ValueError`` naming ``where.key``); for other configs that
+    follow the same rules (``reason2rank.rl``)."""
+    return _build(cls, data, where)

@@ -172,6 +172,12 @@ class Student(nn.Module):
         assert self._fixed is not None
         return self._fixed(parts)
 
+    @property
+    def _no_split_modules(self) -> Any:
+        """The backbone's transformer block classes: accelerate's FSDP wraps each as its own shard unit."""
+        backbone = self._modules.get("backbone")
+        return getattr(backbone, "_no_split_modules", None) if backbone is not None else None
+
     def loss_weights(self) -> dict[str, float]:
         """The current weight of each objective (learned ones change as training goes; the trainer logs them)."""
         if self.weigher is not None:

@@ -1,4 +1,5 @@
-"""The distillation trainer, on accelerate: CPU, one GPU, or several (``accelerate launch``, DDP).
+"""The distillation trainer, on accelerate: CPU, one GPU, or several (``accelerate launch``: DDP, or FSDP2
+with ``train.fsdp``, each transformer block a shard unit).
 
     from reason2rank.distill import TrainConfig, train
     result = train(TrainConfig.from_yaml("student.yaml"))
@@ -16,6 +17,8 @@ or ``reason2rank train --config student.yaml``. What the trainer does:
   from the latest checkpoint and ends with the same weights as a run that was never interrupted (the
   data order is a pure function of the seed and the step; a changed config is refused);
 - the trained model goes to ``output_dir/model`` with ``training.json`` (config, history, metrics).
+  Under FSDP the shards are gathered into a whole copy on the main process's CPU for evaluation and
+  saving; the training forward always goes through the wrapped module.
 
 Log lines go to stderr and ``output_dir/log.jsonl``.
 """
@@ -308,7 +311,9 @@ class Trainer:
             cpu=(t.device == "cpu"),
             mixed_precision="bf16" if bf16 else "no",
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+            fsdp_plugin=fsdp_plugin() if t.fsdp else None,
         )
+        sharded = is_sharded(acc)
         set_seed(cfg.seed)
         train_set = load_training_set(cfg.data.train, cfg)
         dev = load_dev_set(cfg.data.dev, cfg)
@@ -348,6 +353,7 @@ class Trainer:
                 "processes": acc.num_processes,
                 "device": str(acc.device),
                 "bf16": bf16,
+                "fsdp": sharded,
             },
         )
         step = start = self._resume(acc)
@@ -387,19 +393,20 @@ class Trainer:
                 self._log(acc, rec)
                 window, tick, since_log = {}, time.monotonic(), 0
             if dev is not None and t.eval_every and step % t.eval_every == 0 and step < total:
-                self._eval(acc, student, dev, step)
+                self._eval(acc, model, student, dev, step)
             if t.save_every and step % t.save_every == 0 and step < total:
                 self._save_checkpoint(acc, step)
             for cb in self.callbacks:
                 cb(self, step, step_logs)
         metrics: dict[str, float] = {}
         if dev is not None:
-            metrics = self._eval(acc, student, dev, step)
+            metrics = self._eval(acc, model, student, dev, step)
         if t.save_every and start < total:
             self._save_checkpoint(acc, step)
         model_dir = self.out / MODEL_SUBDIR
+        whole = full_student(model, cfg, acc.is_main_process) if sharded else student
         if acc.is_main_process:
-            self._save_model(acc, student, model_dir, step, metrics, time.monotonic() - started)
+            self._save_model(acc, whole, model_dir, step, metrics, time.monotonic() - started)
         acc.wait_for_everyone()
         return TrainResult(
             model_dir=model_dir,
@@ -410,8 +417,10 @@ class Trainer:
             seconds=time.monotonic() - started,
         )
 
-    def _eval(self, acc: Any, student: Any, dev: DevSet, step: int) -> dict[str, float]:
+    def _eval(self, acc: Any, model: Any, student: Any, dev: DevSet, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
+        if is_sharded(acc):  # the shards gathered into a whole copy on the main process's CPU
+            student = full_student(model, self.cfg, acc.is_main_process)
         if acc.is_main_process:
             student.eval()
             try:
@@ -442,6 +451,41 @@ class Trainer:
         shutil.rmtree(model_dir, ignore_errors=True)
         os.replace(tmp, model_dir)
         self._log(acc, {"event": "saved", "step": step, "model_dir": str(model_dir)})
+
+
+def fsdp_plugin() -> Any:
+    """accelerate's FSDP2 settings for a student: each transformer block its own shard unit (the classes the
+    backbone's ``_no_split_modules`` names, which :class:`Student` passes on), sharded checkpoints."""
+    from accelerate import FullyShardedDataParallelPlugin
+
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        auto_wrap_policy="transformer_based_wrap",
+        state_dict_type="SHARDED_STATE_DICT",
+        reshard_after_forward=True,
+    )
+
+
+def is_sharded(acc: Any) -> bool:
+    """Whether ``acc`` shards the model (FSDP, from ``train.fsdp`` or ``accelerate launch`` with FSDP)."""
+    from accelerate.utils import DistributedType
+
+    return bool(acc.distributed_type == DistributedType.FSDP)
+
+
+def full_student(model: torch.nn.Module, cfg: TrainConfig, main: bool) -> Student | None:
+    """A whole copy of a sharded student, on the CPU of the main process (``None`` elsewhere). Every process
+    must call it: the full state dict is gathered from all shards. The copy is what is evaluated and saved
+    (the sharded student's own modules hold only this process's shard)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    if not main:
+        return None
+    whole = build_student(cfg, device="cpu")
+    whole.load_state_dict(state, strict=True)
+    whole.train(model.training)
+    return whole
 
 
 def _reset_accelerate_state() -> None:
