@@ -83,6 +83,16 @@ def test_usage_errors_exit_2(tmp_path, candidates, capsys):
     assert main(["eval", "--run", "r", "--qrels", "q", "--metrics", "NotAMetric@3"]) == 2
 
 
+@pytest.mark.parametrize("flags", [["--runtime", "onnx"], ["--dtype", "int8"]])
+def test_onnx_runtime_with_an_llm_strategy_is_a_usage_error(tmp_path, candidates, capsys, flags):
+    out = tmp_path / "r"
+    code = main(["rerank", "--model", "x/y", "--strategy", "listwise", "--candidates", str(candidates),
+                 "--out", str(out), *flags])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "encoder families" in err and "--strategy listwise" in err
+    assert not out.exists()
+
+
 def test_unknown_family_error_lists_families(tmp_path, candidates, tiny_bert_dir, capsys):
     code = main(
         [
