@@ -4,6 +4,7 @@ the evidence head, adapters, int8, stale exports, saving, the runtime choice and
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -166,6 +167,23 @@ def test_a_stale_export_is_never_used(tmp_path, tiny_bert_dir):
     assert auto.runtime.runtime == "torch"
     with pytest.raises(ValueError, match="weights changed.*export-onnx"):
         reason2rank.load(path, runtime="onnx", progress=False)
+
+
+def test_an_unchanged_export_is_checked_by_file_stats_before_hashing(tmp_path, tiny_bert_dir, monkeypatch):
+    import reason2rank.onnx.runtime as rt
+
+    path = _copy(tiny_bert_dir, tmp_path / "m")
+    export_onnx(path, family="cross-encoder")
+    real, calls = rt.weights_fingerprint, []
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rt, "weights_fingerprint", counting)
+    assert reason2rank.load(path, progress=False).runtime.runtime == "onnx" and not calls  # stats match
+    os.utime(path / "model.safetensors", ns=(1, 1))  # same bytes, another time: hashed, still fresh
+    assert reason2rank.load(path, progress=False).runtime.runtime == "onnx" and len(calls) == 1
 
 
 def test_saving_a_model_opened_on_onnx_runtime_keeps_the_export(exported_bert, tmp_path):

@@ -20,7 +20,14 @@ from pathlib import Path
 from typing import Any
 
 from reason2rank.model_dir import R2R_CONFIG, read_r2r_config, write_r2r_config
-from reason2rank.onnx.record import ONNX_DIR, ONNX_FP32_FILE, ONNX_INT8_FILE, OnnxRecord, weights_fingerprint
+from reason2rank.onnx.record import (
+    ONNX_DIR,
+    ONNX_FP32_FILE,
+    ONNX_INT8_FILE,
+    OnnxRecord,
+    weights_fingerprint,
+    weights_stat,
+)
 from reason2rank.onnx.runtime import ONNX_FAMILIES, OnnxEncoderModel, require_onnxruntime
 
 __all__ = ["DEFAULT_OPSET", "export_onnx"]
@@ -180,7 +187,8 @@ def export_onnx(path: str | os.PathLike[str], *, family: str | None = None, int8
             f"the backbone of {root} is {scorer.model_name_or_path!r}, not a local directory; save the model "
             "locally first (reason2rank.load(...).save(DIR)) and export that"
         )
-    fingerprint = weights_fingerprint(backbone, scorer.adapter if fam == "cross-encoder" else None)
+    adapter = scorer.adapter if fam == "cross-encoder" else None
+    stat, fingerprint = weights_stat(backbone, adapter), weights_fingerprint(backbone, adapter)
     batches = _check_batches(scorer, fam)
     names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batches[0]]
     outputs = ["logits", "last_hidden_state"] if fam == "cross-encoder" else ["last_hidden_state"]
@@ -198,6 +206,7 @@ def export_onnx(path: str | os.PathLike[str], *, family: str | None = None, int8
         record = OnnxRecord(
             fp32=f"{ONNX_DIR}/{ONNX_FP32_FILE}",
             weights_sha256=fingerprint,
+            weights_stat=stat,
             outputs=outputs,
             opset=opset,
             max_abs_diff=float(f"{diff:.3g}"),

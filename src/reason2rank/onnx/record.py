@@ -58,23 +58,44 @@ def weight_files(backbone: str | os.PathLike[str]) -> list[Path]:
     return _files(Path(backbone), _WEIGHT_PATTERNS)
 
 
+def _fingerprinted_files(
+    backbone: str | os.PathLike[str], adapter: str | os.PathLike[str] | None
+) -> list[Path]:
+    groups: list[tuple[Path, tuple[str, ...]]] = [(Path(backbone), _WEIGHT_PATTERNS)]
+    if adapter:
+        groups.append((Path(adapter), _ADAPTER_PATTERNS))
+    out: list[Path] = []
+    for directory, patterns in groups:
+        files = _files(directory, patterns)
+        if not files:
+            raise FileNotFoundError(f"no config or weight files in {directory} to fingerprint")
+        out.extend(files)
+    return out
+
+
+def weights_stat(
+    backbone: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None
+) -> list[list[Any]]:
+    """``[name, size, mtime_ns]`` of each file :func:`weights_fingerprint` reads. Loading compares it first and
+    hashes only when it differs (as git's index does), so an unchanged directory opens without reading its
+    weights twice; a copy that resets the times costs one hash, never a wrong answer."""
+    stats = []
+    for path in _fingerprinted_files(backbone, adapter):
+        st = path.stat()
+        stats.append([path.name, st.st_size, st.st_mtime_ns])
+    return stats
+
+
 def weights_fingerprint(
     backbone: str | os.PathLike[str], adapter: str | os.PathLike[str] | None = None
 ) -> str:
     """SHA-256 over the config and weight files of ``backbone`` (and of ``adapter``): what an export depends on."""
     digest = hashlib.sha256()
-    groups: list[tuple[Path, tuple[str, ...]]] = [(Path(backbone), _WEIGHT_PATTERNS)]
-    if adapter:
-        groups.append((Path(adapter), _ADAPTER_PATTERNS))
-    for directory, patterns in groups:
-        files = _files(directory, patterns)
-        if not files:
-            raise FileNotFoundError(f"no config or weight files in {directory} to fingerprint")
-        for path in files:
-            digest.update(path.name.encode() + b"\0")
-            with open(path, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 22), b""):
-                    digest.update(chunk)
+    for path in _fingerprinted_files(backbone, adapter):
+        digest.update(path.name.encode() + b"\0")
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -89,6 +110,7 @@ class OnnxRecord:
     opset: int | None = None
     max_abs_diff: float | None = None
     exported_with: dict[str, str] = field(default_factory=dict)
+    weights_stat: list[list[Any]] | None = None  # see weights_stat()
 
     @classmethod
     def from_config(cls, value: Any, where: Path | None) -> OnnxRecord:
@@ -114,6 +136,7 @@ class OnnxRecord:
             opset=value.get("opset"),
             max_abs_diff=value.get("max_abs_diff"),
             exported_with={str(k): str(v) for k, v in (value.get("exported_with") or {}).items()},
+            weights_stat=value.get("weights_stat") if isinstance(value.get("weights_stat"), list) else None,
         )
 
     def to_config(self) -> dict[str, Any]:
@@ -127,6 +150,8 @@ class OnnxRecord:
             out["opset"] = self.opset
         if self.max_abs_diff is not None:
             out["max_abs_diff"] = self.max_abs_diff
+        if self.weights_stat is not None:
+            out["weights_stat"] = self.weights_stat
         if self.exported_with:
             out["exported_with"] = dict(self.exported_with)
         return out

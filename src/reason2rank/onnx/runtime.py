@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from reason2rank.cpu_isa import cpu_flags, usable_cores
-from reason2rank.onnx.record import OnnxRecord, weights_fingerprint
+from reason2rank.onnx.record import OnnxRecord, weights_fingerprint, weights_stat
 
 __all__ = [
     "ONNX_FAMILIES",
@@ -147,6 +147,8 @@ def _stale_reason(rec: OnnxRecord, graph: Path, backbone: str, adapter: str | No
     if not graph.is_file():
         return f"{graph} is missing"
     try:
+        if rec.weights_stat is not None and weights_stat(backbone, adapter) == rec.weights_stat:
+            return None  # the files are as they were at export: no need to hash them
         current = weights_fingerprint(backbone, adapter)
     except FileNotFoundError as e:
         return str(e)
