@@ -33,6 +33,10 @@ RANK_HEAD_FILE = "rank_head.safetensors"
 _SLOT = "\ue000R2R_SLOT_{}\ue000"
 
 
+#: the comparison prompts of ``CausalLMReranker(comparison_prompt=...)``
+COMPARISON_PROMPTS = ("neutral", "justify")
+
+
 class CausalLMReranker(TransformerReranker):
     """Pointwise LLM reranker over ``AutoModelForCausalLM`` (Llama, Qwen2, Mistral, ...)."""
 
@@ -51,8 +55,14 @@ class CausalLMReranker(TransformerReranker):
         new_rank_head: bool = False,
         max_query_length: int = 128,
         max_new_tokens: int | None = None,
+        comparison_prompt: str = "neutral",
         **kwargs: Any,
     ) -> None:
+        if comparison_prompt not in COMPARISON_PROMPTS:
+            raise ValueError(
+                f"comparison_prompt must be one of {COMPARISON_PROMPTS}, got {comparison_prompt!r}: 'neutral' asks "
+                "which of A and B is more relevant and why, 'justify' says A was ranked above B and asks why"
+            )
         super().__init__(model_name_or_path, **kwargs)
         from transformers import AutoModelForCausalLM
 
@@ -66,6 +76,12 @@ class CausalLMReranker(TransformerReranker):
         self.readout = readout_cfg
         self.max_query_length = max_query_length
         self.max_new_tokens = max_new_tokens
+        self.comparison_prompt = comparison_prompt
+        if comparison_prompt == "justify" and self.template.comparison_justify is None:
+            raise ValueError(
+                f"comparison_prompt='justify', but prompt template {self.template.name!r} has no "
+                "'comparison_justify' part; add one or use comparison_prompt='neutral'"
+            )
 
         self.tokenizer = self._load_tokenizer()
         model = self._from_pretrained(AutoModelForCausalLM)
@@ -246,20 +262,38 @@ class CausalLMReranker(TransformerReranker):
 
     def generate_reasoning(self, query: Query, docs: Sequence[Doc]) -> list[str | None]:
         """Greedy reasoning for each document, from the template's reasoning prompt (``None`` without one)."""
-        if self.template.reasoning is None or not docs:
-            return [None] * len(docs)
-        return self._generate(
-            self.template.reasoning, [query.text] * len(docs), [[d.full_text] for d in docs], ("document",)
-        )
+        return self.generate_reasoning_many([(query, d) for d in docs])
 
     def generate_comparisons(self, query: Query, pairs: Sequence[tuple[Doc, Doc]]) -> list[str | None]:
-        """Greedy comparison of each (better, worse) pair, from the template's comparison prompt."""
-        if self.template.comparison is None or not pairs:
-            return [None] * len(pairs)
+        """Greedy comparison of each (higher, lower) pair, from the template's comparison prompt (neutral by
+        default: the model says which is more relevant and why; ``comparison_prompt="justify"`` asks why the first
+        outranks the second)."""
+        return self.generate_comparisons_many([(query, a, b) for a, b in pairs])
+
+    def generate_reasoning_many(self, items: Sequence[tuple[Query, Doc]]) -> list[str | None]:
+        """Reasoning for (query, doc) items of any number of queries, in one batched generation."""
+        if self.template.reasoning is None or not items:
+            return [None] * len(items)
         return self._generate(
-            self.template.comparison,
-            [query.text] * len(pairs),
-            [[a.full_text, b.full_text] for a, b in pairs],
+            self.template.reasoning,
+            [q.text for q, _ in items],
+            [[d.full_text] for _, d in items],
+            ("document",),
+        )
+
+    def generate_comparisons_many(self, items: Sequence[tuple[Query, Doc, Doc]]) -> list[str | None]:
+        """Comparisons for (query, A, B) items of any number of queries, in one batched generation."""
+        part = (
+            self.template.comparison_justify
+            if self.comparison_prompt == "justify"
+            else self.template.comparison
+        )
+        if part is None or not items:
+            return [None] * len(items)
+        return self._generate(
+            part,
+            [q.text for q, _, _ in items],
+            [[a.full_text, b.full_text] for _, a, b in items],
             ("document_a", "document_b"),
         )
 
@@ -276,6 +310,8 @@ class CausalLMReranker(TransformerReranker):
             cfg["readout"]["file"] = RANK_HEAD_FILE
         if self.max_new_tokens:
             cfg["max_new_tokens"] = self.max_new_tokens
+        if self.comparison_prompt != "neutral":
+            cfg["comparison_prompt"] = self.comparison_prompt
         return cfg
 
     def _save_weights(self, out: Path) -> dict[str, Any]:

@@ -6,7 +6,12 @@
      "system": "...", "user": "... {{query}} ... {{document}} ...", "assistant_prefix": "",
      "readout": {"type": "tokens", "positive": "yes", "negative": "no"},
      "reasoning": {"system": "...", "user": "... {{query}} ... {{document}} ...", "max_new_tokens": 96},
-     "comparison": {"system": "...", "user": "... {{document_a}} ... {{document_b}} ...", "max_new_tokens": 96}}
+     "comparison": {"system": "...", "user": "... {{document_a}} ... {{document_b}} ...", "max_new_tokens": 96},
+     "comparison_justify": {...same slots...}}
+
+``comparison`` is the neutral comparison asked at inference (which of A and B is more relevant, and why: the
+model's own verdict, which may disagree with the ranking); the optional ``comparison_justify`` tells the model
+that A was ranked above B and asks why (``CausalLMReranker(comparison_prompt="justify")``).
 
 Placeholders are ``{{name}}`` as everywhere else. Bundles written before version 2 used ``{query}``; they are read
 with their known placeholders (``query``, ``document``, ``document_a``, ``document_b``) converted, so model
@@ -55,6 +60,7 @@ class ScoringPrompts:
     readout: dict[str, Any] = field(default_factory=dict)
     reasoning: PromptPart | None = None
     comparison: PromptPart | None = None
+    comparison_justify: PromptPart | None = None
     source: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
@@ -91,6 +97,9 @@ class ScoringPrompts:
             readout=dict(data.get("readout") or {}),
             reasoning=part(data.get("reasoning"), "reasoning", ("query", "document")),
             comparison=part(data.get("comparison"), "comparison", ("query", "document_a", "document_b")),
+            comparison_justify=part(
+                data.get("comparison_justify"), "comparison", ("query", "document_a", "document_b")
+            ),
             source=_modern_bundle(data),
         )
 
@@ -104,7 +113,7 @@ def _modern(text: Any) -> str | None:
 def _modern_bundle(data: dict[str, Any]) -> dict[str, Any]:
     """The bundle as this version writes it: ``{{}}`` placeholders, ``version`` at least 2."""
     out = {k: (_modern(v) if k in ("system", "user", "assistant_prefix") else v) for k, v in data.items()}
-    for k in ("reasoning", "comparison"):
+    for k in ("reasoning", "comparison", "comparison_justify"):
         if isinstance(data.get(k), dict):
             out[k] = {kk: (_modern(vv) if kk in ("system", "user", "assistant_prefix") else vv)
                       for kk, vv in data[k].items()}  # fmt: skip

@@ -16,6 +16,7 @@ JSON schema, valid by construction), ``repaired`` (free text the parser had to r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -28,6 +29,7 @@ from typing import Any
 from reason2rank.llm.backend import Backend, GenerationResult, GenerationSettings, Messages, make_backend
 from reason2rank.llm.cache import ResponseCache
 from reason2rank.llm.client import LLM, CallRecord, LLMRequest
+from reason2rank.llm.prompts import builtin_template
 from reason2rank.progress import progress_bar
 from reason2rank.reranker import prepare_items
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
@@ -43,9 +45,11 @@ from reason2rank.teacher.parsing import (
     validate_listwise,
 )
 from reason2rank.teacher.prompts import (
+    COMPARISON_PROMPTS,
     TASKS,
     DocCutter,
     PromptTemplate,
+    builtin_prompt,
     load_prompts,
     render_compare,
     render_direct,
@@ -128,6 +132,10 @@ class Teacher:
     ``max_words`` / ``max_tokens`` (+ ``tokenizer``; the hf backend's own by default) cut documents.
     ``window`` / ``stride``: listwise windows over each candidate list; ``pairs``: a ``PairPolicy``.
     ``price_in`` / ``price_out``: USD per million prompt / completion tokens, for the cost summary.
+    ``comparison_prompt``: ``"neutral"`` (default; the teacher is asked which of A and B is more relevant and
+    why, with A/B shown in a shuffled order) or ``"justify"`` (the built-in ``compare_justify_v1``: the teacher
+    is told that A, the document its direct grades (or qrels) put higher, was ranked above B and asked why; pairs
+    are then shown higher-first and cannot be swapped). Either way ``preferred`` is the teacher's own answer.
     """
 
     def __init__(
@@ -154,7 +162,18 @@ class Teacher:
         teacher_name: str | None = None,
         backend_options: Mapping[str, Any] | None = None,
         cache: ResponseCache | str | Path | None = None,
+        comparison_prompt: str = "neutral",
     ):
+        if comparison_prompt not in COMPARISON_PROMPTS:
+            raise ValueError(
+                f"comparison_prompt must be one of {COMPARISON_PROMPTS}, got {comparison_prompt!r}: 'neutral' asks "
+                "which of A and B is more relevant and why, 'justify' says A was ranked above B and asks why"
+            )
+        if comparison_prompt == "justify" and pairs is not None and pairs.swap:
+            raise ValueError(
+                "comparison_prompt='justify' tells the teacher that A was ranked above B, which is false for the "
+                "swapped B/A question; use PairPolicy(swap=False) or comparison_prompt='neutral'"
+            )
         if max_tries < 1:
             raise ValueError(f"max_tries must be >= 1, got {max_tries}")
         if window < 2:
@@ -170,6 +189,13 @@ class Teacher:
                 max_words = None
             self.cutter = DocCutter(max_words=max_words, max_tokens=max_tokens, tokenizer=tokenizer)
             self.prompts: dict[str, PromptTemplate] = load_prompts(prompts)
+            if comparison_prompt == "justify":
+                if self.prompts["compare"].version != builtin_prompt("compare").version:
+                    raise ValueError(
+                        "comparison_prompt='justify' selects the built-in compare_justify_v1 template, but a "
+                        f"compare template was given ({self.prompts['compare'].source}); give one or the other"
+                    )
+                self.prompts["compare"] = builtin_template("compare_justify_v1")
             self._own_store = not isinstance(store, AnnotationStore)
             self.store = store if isinstance(store, AnnotationStore) else AnnotationStore(store)
         except BaseException:
@@ -179,7 +205,10 @@ class Teacher:
         self.max_tries = int(max_tries)
         self.window = int(window)
         self.stride = int(stride) if stride is not None else int(window)
+        self.comparison_prompt = comparison_prompt
         self.pairs = pairs or PairPolicy()
+        if comparison_prompt == "justify":  # A must be the higher-ranked document of each pair
+            self.pairs = dataclasses.replace(self.pairs, shuffle_ab=False)
         self.max_new_tokens = int(max_new_tokens)
         self.temperature = float(temperature)
         self.chunk_size = int(chunk_size) if chunk_size else max(16, 4 * self.backend.max_in_flight)

@@ -11,6 +11,7 @@ from reason2rank.llm.prompts import DocCutter, Messages, PromptTemplate, builtin
 from reason2rank.types import Doc, Query
 
 __all__ = [
+    "COMPARISON_PROMPTS",
     "TASKS",
     "DocCutter",
     "PromptTemplate",
@@ -25,6 +26,9 @@ __all__ = [
 
 #: the tasks a teacher can annotate
 TASKS = ("direct", "compare", "listwise")
+#: ``Teacher(comparison_prompt=...)``: ``neutral`` (compare_v1, which is more relevant and why) or ``justify``
+#: (compare_justify_v1, A was ranked above B: why)
+COMPARISON_PROMPTS = ("neutral", "justify")
 
 
 def builtin_prompt(task: str, version: int = 1) -> PromptTemplate:
