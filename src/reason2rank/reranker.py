@@ -117,6 +117,24 @@ class Reranker:
         """Why the first doc of each pair outranks the second; ``None`` where the family cannot say."""
         return [None] * len(pairs)
 
+    def generate_reasoning_many(self, items: Sequence[tuple[Query, Doc]]) -> list[str | None]:
+        """Reasoning for (query, doc) items of several queries; families that batch generation across queries
+        override this (the default asks ``generate_reasoning`` query by query)."""
+        out: list[str | None] = [None] * len(items)
+        for idx, query, docs in _by_query([(q, d) for q, d in items]):
+            for i, text in zip(idx, self.generate_reasoning(query, docs)):
+                out[i] = text
+        return out
+
+    def generate_comparisons_many(self, items: Sequence[tuple[Query, Doc, Doc]]) -> list[str | None]:
+        """Comparisons for (query, A, B) items of several queries (the default: ``generate_comparisons`` query by
+        query)."""
+        out: list[str | None] = [None] * len(items)
+        for idx, query, pairs in _by_query([(q, (a, b)) for q, a, b in items]):
+            for i, text in zip(idx, self.generate_comparisons(query, pairs)):
+                out[i] = text
+        return out
+
     def explain_evidence(self, tasks: Sequence[tuple[Query, Doc, float]]) -> list[str | None]:
         """Evidence for each (query, doc, score of doc): an exact substring of ``doc.text`` or ``None``.
 
@@ -288,3 +306,13 @@ def split_scores(flat: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
         out.append(np.asarray(flat[start : start + n], dtype=np.float64))
         start += n
     return out
+
+
+def _by_query(items: Sequence[tuple[Query, Any]]) -> list[tuple[list[int], Query, list[Any]]]:
+    """Items grouped by query (same object), in first-seen order: (positions, query, values)."""
+    groups: dict[int, tuple[list[int], Query, list[Any]]] = {}
+    for i, (q, v) in enumerate(items):
+        g = groups.setdefault(id(q), ([], q, []))
+        g[0].append(i)
+        g[2].append(v)
+    return list(groups.values())

@@ -31,8 +31,10 @@ def explain_top_k(
     comparisons: Sequence[Mapping[str, str | None]] | None = None,
 ) -> list[list[ScoredDoc]]:
     """Explain the top-``k`` of each ranked list; ``evidence``/``reasoning``/``comparisons`` (per query, doc id ->
-    text; a comparison says why the doc outranks the next one) are what the ranking already found. Returns new
-    lists; the rest of each list stays unexplained."""
+    text; a comparison is the model's comparison of the doc with the next one) are what the ranking already found.
+    Reasoning and comparisons still to write are generated in one batch across all queries
+    (``Reranker.generate_reasoning_many`` / ``generate_comparisons_many``). Returns new lists; the rest of each list
+    stays unexplained."""
     found_ev = list(evidence) if evidence is not None else [{} for _ in results]
     found_re = list(reasoning) if reasoning is not None else [{} for _ in results]
     found_cmp = list(comparisons) if comparisons is not None else [{} for _ in results]
@@ -60,6 +62,8 @@ def explain_top_k(
 
     rs: dict[tuple[int, str], str | None] = {}
     cmp: dict[tuple[int, str], str | None] = {}
+    reason_todo: list[tuple[int, ScoredDoc]] = []
+    compare_todo: list[tuple[int, ScoredDoc, ScoredDoc]] = []
     for qi, top in enumerate(tops):
         for sd in top:
             if sd.doc.id in found_re[qi]:
@@ -68,14 +72,17 @@ def explain_top_k(
                 cmp[qi, sd.doc.id] = found_cmp[qi][sd.doc.id]
         if not reranker.can_reason or not top:
             continue
-        todo = [sd for sd in top if (qi, sd.doc.id) not in rs]
-        if todo:
-            texts = reranker.generate_reasoning(queries[qi], [view(qi, sd.doc) for sd in todo])
-            rs.update(((qi, sd.doc.id), t) for sd, t in zip(todo, texts))
-        pairs = [(view(qi, a.doc), view(qi, b.doc)) for a, b in zip(top, top[1:])]
-        if pairs:
-            for a, text in zip(top, reranker.generate_comparisons(queries[qi], pairs)):
-                cmp[qi, a.doc.id] = text
+        reason_todo += [(qi, sd) for sd in top if (qi, sd.doc.id) not in rs]
+        compare_todo += [(qi, a, b) for a, b in zip(top, top[1:]) if (qi, a.doc.id) not in cmp]
+    # one batched generation for the whole batch of queries (families that cannot batch go query by query)
+    if reason_todo:
+        texts = reranker.generate_reasoning_many([(queries[qi], view(qi, sd.doc)) for qi, sd in reason_todo])
+        rs.update(((qi, sd.doc.id), t) for (qi, sd), t in zip(reason_todo, texts))
+    if compare_todo:
+        got = reranker.generate_comparisons_many(
+            [(queries[qi], view(qi, a.doc), view(qi, b.doc)) for qi, a, b in compare_todo]
+        )
+        cmp.update(((qi, a.doc.id), t) for (qi, a, _), t in zip(compare_todo, got))
 
     out = []
     for qi, ranked in enumerate(results):
