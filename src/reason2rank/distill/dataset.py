@@ -36,7 +36,9 @@ How ``from_store`` reads the store (records as ``reason2rank.teacher`` writes th
 - where a query has no listwise record, ``teacher_rank`` follows the grades (descending, ties in
   candidate order; ungraded candidates get none). With ``grade_from_rank`` a query that has ranks but no
   grade at all gets ``grade = 3 * (n - rank) / (n - 1)`` for its ``n`` ranked candidates (3 for the top,
-  0 for the last, on the direct 0-3 scale; 3 when ``n == 1``);
+  0 for the last, on the direct 0-3 scale; 3 when ``n == 1``); with ``grade_from_comparisons`` a query
+  with neither grades nor ranks (``compare`` records only) gets ``grade = 3 * win rate`` of each compared
+  candidate (a tie is half a win), so its pairwise preferences form training groups (``ranknet_pairs``);
 - one comparison per document pair: a ``compare`` record beats a listwise neighbour pair, and a later
   record of either kind beats an earlier one, as a later direct record does for a document;
 - only annotated candidates are kept (a grade, a rank, a reasoning, an evidence sentence, or a part in a
@@ -287,13 +289,19 @@ class TrainingSet(Sequence[TrainingQuery]):
         teacher: str | None = None,
         min_candidates: int = 2,
         grade_from_rank: bool = True,
+        grade_from_comparisons: bool = True,
     ) -> TrainingSet:
         """Build the training set from a teacher's annotation store (``reason2rank.distill.from_teacher``; the
         rules are in this module's docstring)."""
         from reason2rank.distill.from_teacher import build_from_store
 
         return build_from_store(
-            store, candidates, teacher=teacher, min_candidates=min_candidates, grade_from_rank=grade_from_rank
+            store,
+            candidates,
+            teacher=teacher,
+            min_candidates=min_candidates,
+            grade_from_rank=grade_from_rank,
+            grade_from_comparisons=grade_from_comparisons,
         )
 
     @classmethod

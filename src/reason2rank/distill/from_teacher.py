@@ -22,7 +22,7 @@ from reason2rank.distill.dataset import (
 from reason2rank.explain.evidence import find_evidence_span
 from reason2rank.types import Doc, Query
 
-__all__ = ["build_from_store"]
+__all__ = ["build_from_store", "win_rates"]
 
 
 def build_from_store(
@@ -32,6 +32,7 @@ def build_from_store(
     teacher: str | None = None,
     min_candidates: int = 2,
     grade_from_rank: bool = True,
+    grade_from_comparisons: bool = True,
 ) -> TrainingSet:
     """Build the training set from a teacher's annotations (see the module docstring for the rules).
 
@@ -41,7 +42,14 @@ def build_from_store(
     teacher's records; it is required when the store holds several. ``source`` counts ``records``
     (of the chosen teacher), ``used_records`` per task, ``skipped_failed``, ``skipped_inconsistent``,
     ``unmatched_records`` (of which ``query_text_mismatch``), ``queries_without_records``,
-    ``queries_too_few_candidates``, ``unannotated_candidates`` and ``queries_graded_from_rank``.
+    ``queries_too_few_candidates``, ``unannotated_candidates``, ``queries_graded_from_rank`` and
+    ``queries_graded_from_comparisons``.
+
+    ``grade_from_comparisons``: a query whose kept candidates have neither a grade nor a rank (a store of
+    ``compare`` records only) gets, for each compared candidate, ``grade = 3 * win rate`` over its comparisons
+    (a tie is half a win), so that it forms training groups; the comparisons themselves stay the query's
+    pairwise preferences (``ranknet_pairs`` learns from them, in the teacher's direction). A query whose
+    preferences are a pure cycle gets equal grades and is not trainable.
     """
     check_min_candidates(min_candidates)
     records, store_name = _store_records(store)
@@ -171,6 +179,16 @@ def build_from_store(
                     assert c.teacher_rank is not None
                     c.grade = 3.0 * (n - c.teacher_rank) / (n - 1) if n > 1 else 3.0
                 counts["queries_graded_from_rank"] += 1
+        if (
+            grade_from_comparisons
+            and comparisons
+            and all(c.grade is None and c.teacher_rank is None for c in kept)
+        ):
+            rates = win_rates(comparisons)
+            for c in kept:
+                if c.doc.id in rates:
+                    c.grade = 3.0 * rates[c.doc.id]
+            counts["queries_graded_from_comparisons"] += 1
         queries.append(TrainingQuery(query, kept, comparisons))
 
     source: dict[str, Any] = {
@@ -181,6 +199,7 @@ def build_from_store(
         "used_records": {t: used[t] for t in TASKS},
         "min_candidates": min_candidates,
         "grade_from_rank": bool(grade_from_rank),
+        "grade_from_comparisons": bool(grade_from_comparisons),
     }
     for key in (
         "skipped_failed",
@@ -191,9 +210,22 @@ def build_from_store(
         "queries_too_few_candidates",
         "unannotated_candidates",
         "queries_graded_from_rank",
+        "queries_graded_from_comparisons",
     ):
         source[key] = counts[key]
     return TrainingSet(queries, source)
+
+
+def win_rates(comparisons: Iterable[Comparison]) -> dict[str, float]:
+    """Per document of ``comparisons``: its wins over its comparisons (a tie counts half for both)."""
+    wins: dict[str, float] = {}
+    seen: Counter[str] = Counter()
+    for c in comparisons:
+        seen[c.better] += 1
+        seen[c.worse] += 1
+        wins[c.better] = wins.get(c.better, 0.0) + (0.5 if c.tie else 1.0)
+        wins[c.worse] = wins.get(c.worse, 0.0) + (0.5 if c.tie else 0.0)
+    return {d: wins[d] / n for d, n in seen.items()}
 
 
 def _opt_text(value: Any, what: str) -> str | None:
