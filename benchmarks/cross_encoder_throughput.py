@@ -1,4 +1,4 @@
-"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32, ONNX Runtime int8) vs
+"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32 and int8, OpenVINO fp32) vs
 sentence-transformers ``CrossEncoder.predict`` (default backend, and ``backend="onnx"`` where it loads) and
 FlashRank's ONNX Runtime int8 ranker.
 
@@ -170,6 +170,12 @@ def main() -> None:
             "reason2rank ONNX Runtime fp32": reason2rank.load(path, runtime="onnx", dtype="fp32", **load),
             "reason2rank ONNX Runtime int8": reason2rank.load(path, runtime="onnx", dtype="int8", **load),
         }
+        try:
+            ours["reason2rank OpenVINO fp32"] = reason2rank.load(
+                path, runtime="openvino", dtype="fp32", **load
+            )
+        except ImportError as e:
+            print(f"OpenVINO row missing: {e}")
         default = reason2rank.load(path, **load)
         print(
             f"reason2rank default (runtime auto, dtype auto) on this machine: {default.describe()['runtime']}"

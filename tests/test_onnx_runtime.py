@@ -3,6 +3,7 @@ the evidence head, adapters, int8, stale exports, saving, the runtime choice and
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -23,9 +24,13 @@ pytest.importorskip("onnx")
 
 from reason2rank.onnx import export as export_module  # noqa: E402
 from reason2rank.onnx.export import export_onnx  # noqa: E402
-from reason2rank.onnx.runtime import OnnxEncoderModel  # noqa: E402
+from reason2rank.onnx.runtime import EXPORTED_RUNTIMES, OnnxEncoderModel  # noqa: E402
 
 TORCH = {"runtime": "torch", "dtype": "fp32", "progress": False}
+#: the exported-graph runtimes installed here, in the order runtime="auto" prefers them
+INSTALLED = [
+    r for r in EXPORTED_RUNTIMES if importlib.util.find_spec(r if r == "openvino" else "onnxruntime")
+]
 WORDS = ["paris", "capital", "france", "city", "river", "cat", "sat", "mat", "banana", "yellow", "fruit", "sky",
          "blue", "music", "book", "house", "car", "water"]  # fmt: skip
 
@@ -76,17 +81,20 @@ def test_export_records_it_and_load_opens_it_on_onnx_runtime_with_torch_scores(
     assert (path / "onnx" / "model.onnx").is_file() and "int8" not in cfg["onnx"]
     assert not [p for p in path.iterdir() if p.name.startswith(".onnx")], "no temporary folder is left"
 
-    ort_model = reason2rank.load(path, progress=False)  # auto: the export is there, this is the CPU
-    assert ort_model.runtime.runtime == "onnx" and ort_model.runtime.precision == "fp32"
-    assert isinstance(ort_model.model, OnnxEncoderModel)
-    assert ort_model.describe()["runtime"] == "onnx fp32"
+    auto = reason2rank.load(path, progress=False)  # auto: the export is there, this is the CPU
+    assert auto.runtime.runtime == INSTALLED[0] and auto.runtime.precision == "fp32"
     torch_model = reason2rank.load(path, **TORCH)
     assert torch_model.runtime.runtime == "torch" and isinstance(torch_model.model, torch.nn.Module)
     items = _items()
-    np.testing.assert_allclose(_scores(ort_model, items), _scores(torch_model, items), atol=1e-4, rtol=0)
-    ranked_ort = ort_model.rerank(items[0][0], items[0][1])
+    want = _scores(torch_model, items)
     ranked_torch = torch_model.rerank(items[0][0], items[0][1])
-    assert [sd.doc.id for sd in ranked_ort] == [sd.doc.id for sd in ranked_torch]
+    for runtime in INSTALLED:
+        model = reason2rank.load(path, runtime=runtime, progress=False)
+        assert model.runtime.runtime == runtime and isinstance(model.model, OnnxEncoderModel)
+        assert model.describe()["runtime"] == f"{runtime} fp32"
+        np.testing.assert_allclose(_scores(model, items), want, atol=1e-4, rtol=0, err_msg=runtime)
+        ranked = model.rerank(items[0][0], items[0][1])
+        assert [sd.doc.id for sd in ranked] == [sd.doc.id for sd in ranked_torch]
 
 
 def test_scores_do_not_depend_on_batch_size_on_onnx_runtime(exported_bert):
@@ -104,6 +112,28 @@ def test_onnx_runtime_threads_follow_the_usable_cores(exported_bert):
     assert model.engine.dtype == torch.float32 and model.engine.device.type == "cpu"
 
 
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="OpenVINO is not installed")
+def test_openvino_runs_fp32_with_the_cores_as_threads_and_refuses_the_int8_graph(exported_bert):
+    from reason2rank.cpu_isa import usable_cores
+
+    ov = reason2rank.load(exported_bert, runtime="openvino", progress=False)
+    assert ov.describe()["runtime"] == "openvino fp32" and ov.model.threads == usable_cores()
+    with pytest.raises(ValueError, match="runs the fp32 graph only.*runtime='onnx' for int8"):
+        reason2rank.load(exported_bert, runtime="openvino", dtype="int8", progress=False)
+    assert reason2rank.load(exported_bert, dtype="int8", progress=False).runtime.runtime == "onnx"
+
+
+def test_without_openvino_auto_uses_onnx_runtime_and_asking_for_it_says_how_to_install(
+    exported_bert, monkeypatch
+):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError
+    assert reason2rank.load(exported_bert, progress=False).runtime.runtime == "onnx"
+    with pytest.raises(ImportError, match=r"pip install 'reason2rank\[openvino\]'"):
+        reason2rank.load(exported_bert, runtime="openvino", progress=False)
+
+
 def test_encoder_student_evidence_head_runs_on_onnx_runtime(tiny_bert_dir, tmp_path):
     student = reason2rank.load(tiny_bert_dir, family="cross-encoder", **TORCH)
     torch.manual_seed(3)
@@ -114,7 +144,7 @@ def test_encoder_student_evidence_head_runs_on_onnx_runtime(tiny_bert_dir, tmp_p
     export_onnx(path)
     ort_model = reason2rank.load(path, progress=False)
     torch_model = reason2rank.load(path, **TORCH)
-    assert ort_model.runtime.runtime == "onnx" and ort_model.evidence_head_layer is not None
+    assert ort_model.runtime.runtime in EXPORTED_RUNTIMES and ort_model.evidence_head_layer is not None
     items = _items(2, 5)
     np.testing.assert_allclose(_scores(ort_model, items), _scores(torch_model, items), atol=1e-4, rtol=0)
     docs = [Doc("a", "the cat sat on the mat. paris is the capital of france. water is good.")] + items[0][1]
@@ -181,9 +211,9 @@ def test_an_unchanged_export_is_checked_by_file_stats_before_hashing(tmp_path, t
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rt, "weights_fingerprint", counting)
-    assert reason2rank.load(path, progress=False).runtime.runtime == "onnx" and not calls  # stats match
+    assert reason2rank.load(path, runtime="onnx", progress=False).runtime.graph and not calls  # stats match
     os.utime(path / "model.safetensors", ns=(1, 1))  # same bytes, another time: hashed, still fresh
-    assert reason2rank.load(path, progress=False).runtime.runtime == "onnx" and len(calls) == 1
+    assert reason2rank.load(path, runtime="onnx", progress=False).runtime.graph and len(calls) == 1
 
 
 def test_saving_a_model_opened_on_onnx_runtime_keeps_the_export(exported_bert, tmp_path):
@@ -192,7 +222,9 @@ def test_saving_a_model_opened_on_onnx_runtime_keeps_the_export(exported_bert, t
     cfg = json.loads((out / R2R_CONFIG).read_text())
     assert cfg["onnx"]["fp32"] == "onnx/model.onnx" and cfg["onnx"]["int8"] == "onnx/model_int8.onnx"
     again = reason2rank.load(out, progress=False)
-    assert again.runtime.runtime == "onnx" and again.runtime.graph == out / "onnx" / "model.onnx"
+    assert (
+        again.runtime.runtime == model.runtime.runtime and again.runtime.graph == out / "onnx" / "model.onnx"
+    )
     items = _items(2, 4)
     np.testing.assert_allclose(_scores(again, items), _scores(model, items), atol=1e-6, rtol=0)
     torch_copy = reason2rank.load(exported_bert, **TORCH).save(tmp_path / "torch-copy")
@@ -228,7 +260,7 @@ def test_auto_runtime_is_torch_without_an_export(tiny_bert_dir):
 def test_runtime_errors_say_what_to_do(tiny_bert_dir, tiny_llama_dir, exported_bert):
     with pytest.raises(ValueError, match="has no ONNX export; make one with `reason2rank export-onnx"):
         reason2rank.load(tiny_bert_dir, family="cross-encoder", runtime="onnx")
-    with pytest.raises(ValueError, match="dtype='int8' runs on ONNX Runtime only"):
+    with pytest.raises(ValueError, match="dtype='int8' runs on an exported graph only"):
         reason2rank.load(exported_bert, runtime="torch", dtype="int8")
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; use one of auto, torch, onnx"):
         reason2rank.load(exported_bert, runtime="tensorrt")

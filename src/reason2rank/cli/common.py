@@ -33,10 +33,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per input: longer documents are cut (LLM strategies: the context length)")  # fmt: skip
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    p.add_argument("--dtype", default=None, help="auto (default), fp32, bf16, fp16; int8 on --runtime onnx")
-    p.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx"],
-                   help="encoder families: auto (default: ONNX Runtime where the model has an export made with "
-                   "`reason2rank export-onnx`, torch otherwise), torch, onnx")  # fmt: skip
+    p.add_argument(
+        "--dtype", default=None, help="auto (default), fp32, bf16, fp16; int8 on --runtime onnx/openvino"
+    )
+    p.add_argument("--runtime", default=None, choices=["auto", "torch", "onnx", "openvino"],
+                   help="encoder families: auto (default: OpenVINO, else ONNX Runtime, where the model has an export "
+                   "made with `reason2rank export-onnx`; torch otherwise), torch, onnx, openvino")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="switch off progress bars")
 
 

@@ -121,7 +121,7 @@ def strategy_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         return {}
     if getattr(args, "runtime", None) not in (None, "auto", "torch") or str(args.dtype).lower() == "int8":
         raise UsageError(
-            f"--runtime onnx and --dtype int8 are for the encoder families (cross-encoder, bi-encoder); "
+            "--runtime onnx/openvino and --dtype int8 are for the encoder families (cross-encoder, bi-encoder); "
             f"--strategy {args.strategy} generates with an LLM: drop them (use --dtype fp32, bf16 or fp16)"
         )
     for key in given:

@@ -30,10 +30,13 @@ __all__ = [
     "require_onnxruntime",
 ]
 
-#: ``runtime=`` values: ``auto`` = ONNX Runtime fp32 where the model directory has a current export, the
-#: device is the CPU, onnxruntime is installed and the CPU has no AMX-BF16 (there torch's bf16 is faster);
-#: torch otherwise
-RUNTIMES = ("auto", "torch", "onnx")
+#: ``runtime=`` values: ``onnx`` = ONNX Runtime, ``openvino`` = OpenVINO, both on the exported ONNX graph on the CPU;
+#: ``auto`` = OpenVINO fp32 (else ONNX Runtime fp32) where the model directory has a current export, the device is
+#: the CPU, the runtime is installed and the CPU has no AMX-BF16 (there torch's bf16 is faster); torch otherwise
+RUNTIMES = ("auto", "torch", "onnx", "openvino")
+#: the runtimes that run the exported graph, in the order ``auto`` tries them (OpenVINO measured faster)
+EXPORTED_RUNTIMES = ("openvino", "onnx")
+_RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 #: the families an ONNX export exists for
 ONNX_FAMILIES = ("cross-encoder", "bi-encoder")
 _ONNX_DTYPES = {"auto": "fp32", "fp32": "fp32", "float32": "fp32", "float": "fp32", "int8": "int8"}
@@ -50,9 +53,17 @@ def require_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _onnxruntime_installed() -> bool:
+def _require(runtime: str) -> Any:
+    if runtime == "openvino":
+        from reason2rank.onnx.openvino_model import require_openvino
+
+        return require_openvino()
+    return require_onnxruntime()
+
+
+def _installed(runtime: str) -> bool:
     try:
-        require_onnxruntime()
+        _require(runtime)
     except ImportError:
         return False
     return True
@@ -60,7 +71,7 @@ def _onnxruntime_installed() -> bool:
 
 @dataclass(frozen=True)
 class RuntimeChoice:
-    """What a scorer runs on: ``runtime`` ``"torch"`` or ``"onnx"``; ``precision`` of the ONNX graph
+    """What a scorer runs on: ``runtime`` ``"torch"``, ``"onnx"`` or ``"openvino"``; ``precision`` of the ONNX graph
     (``"fp32"``/``"int8"``, ``None`` on torch); ``graph`` the ONNX file; ``why`` a short reason."""
 
     runtime: str
@@ -92,36 +103,46 @@ def choose_runtime(
     wants_int8 = dtype_name == "int8"
     if name == "torch":
         if wants_int8:
-            raise ValueError("dtype='int8' runs on ONNX Runtime only: pass runtime='onnx' (or 'auto')")
+            raise ValueError("dtype='int8' runs on an exported graph only: pass runtime='onnx' (or 'auto')")
         return RuntimeChoice("torch", why="runtime='torch' was asked for")
     device_name = "auto" if device is None else str(device)
     on_cpu = device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available())
-    explicit = name == "onnx" or wants_int8
+    explicit = name in EXPORTED_RUNTIMES or wants_int8
+    engine = name if name in EXPORTED_RUNTIMES else "onnx"  # int8 under auto: ONNX Runtime (its quantiser)
     if explicit:
+        label = f"runtime={engine!r}"
         if family not in ONNX_FAMILIES:
             raise ValueError(
-                f"runtime='onnx' supports the encoder families ({', '.join(ONNX_FAMILIES)}), not {family}; "
+                f"{label} supports the encoder families ({', '.join(ONNX_FAMILIES)}), not {family}; "
                 "use runtime='torch'"
             )
         if not on_cpu:
             raise ValueError(
-                f"runtime='onnx' runs on the CPU, but device={device_name!r} was asked for (or CUDA is the auto "
+                f"{label} runs on the CPU, but device={device_name!r} was asked for (or CUDA is the auto "
                 "choice); pass device='cpu', or runtime='torch' for the GPU"
             )
         if dtype_name not in _ONNX_DTYPES:
             raise ValueError(
-                f"runtime='onnx' runs fp32 or int8 graphs, not dtype={dtype!r}; pass dtype='fp32' or 'int8', "
+                f"{label} runs fp32 or int8 graphs, not dtype={dtype!r}; pass dtype='fp32' or 'int8', "
                 "or runtime='torch' for bf16/fp16"
             )
-        require_onnxruntime()
+        _require(engine)
     precision = _ONNX_DTYPES.get(dtype_name or "", "")
-    if not explicit:  # auto: ONNX Runtime fp32 where that is the fastest path that keeps fp32 scores
+    if engine == "openvino" and precision == "int8":
+        raise ValueError(
+            "runtime='openvino' runs the fp32 graph only: the int8 graph is quantised after ONNX Runtime's fusions "
+            "and uses its own operators (QAttention, QEmbedLayerNormalization), which OpenVINO cannot read; "
+            "pass runtime='onnx' for int8, or dtype='fp32'"
+        )
+    if not explicit:  # auto: an exported graph in fp32 where that is the fastest path that keeps fp32 scores
         if family not in ONNX_FAMILIES or record is None or not on_cpu or precision != "fp32":
             return RuntimeChoice("torch", why="auto: no ONNX export, not the CPU, or not fp32")
         if "amx_bf16" in cpu_flags() and dtype_name == "auto":
             return RuntimeChoice("torch", why="auto: this CPU has AMX-BF16, where torch's bf16 is faster")
-        if not _onnxruntime_installed():
-            return RuntimeChoice("torch", why="auto: onnxruntime is not installed")
+        installed = [r for r in EXPORTED_RUNTIMES if _installed(r)]
+        if not installed:
+            return RuntimeChoice("torch", why="auto: neither OpenVINO nor onnxruntime is installed")
+        engine = installed[0]
     where = model_dir or Path(backbone)
     if record is None:
         raise ValueError(
@@ -140,7 +161,7 @@ def choose_runtime(
             raise ValueError(message)
         warnings.warn(message + " (scoring with torch meanwhile)", stacklevel=4)
         return RuntimeChoice("torch", why="auto: the ONNX export is stale")
-    return RuntimeChoice("onnx", precision, graph, why=f"{name}: ONNX Runtime {precision}")
+    return RuntimeChoice(engine, precision, graph, why=f"{name}: {_RUNTIME_NAMES[engine]} {precision}")
 
 
 def _stale_reason(rec: OnnxRecord, graph: Path, backbone: str, adapter: str | None) -> str | None:
@@ -211,7 +232,7 @@ class OnnxEncoderModel:
     def to(self, device: Any) -> OnnxEncoderModel:
         """Only the CPU is supported; returns ``self``."""
         if torch.device(device).type != "cpu":
-            raise ValueError(f"an ONNX Runtime model runs on the CPU, not {device}")
+            raise ValueError(f"an exported ONNX model runs on the CPU, not {device}")
         return self
 
     def __call__(self, output_hidden_states: bool = False, **inputs: torch.Tensor) -> OnnxOutput:
@@ -225,5 +246,9 @@ class OnnxEncoderModel:
         wanted = [n for n in ("logits",) if n in self.output_names]
         if (output_hidden_states or not wanted) and "last_hidden_state" in self.output_names:
             wanted.append("last_hidden_state")
-        values = self.session.run(wanted, feed)
+        values = self._run(wanted, feed)
         return OnnxOutput({n: torch.from_numpy(v) for n, v in zip(wanted, values)})
+
+    def _run(self, wanted: list[str], feed: dict[str, Any]) -> list[Any]:
+        """The ``wanted`` outputs (numpy arrays) of one call on ``feed``."""
+        return list(self.session.run(wanted, feed))

@@ -14,7 +14,14 @@ import torch
 
 from reason2rank.engine import Engine, Features, TruncationWarnings
 from reason2rank.model_dir import write_r2r_config
-from reason2rank.onnx.runtime import ONNX_FAMILIES, RUNTIMES, OnnxEncoderModel, RuntimeChoice, choose_runtime
+from reason2rank.onnx.runtime import (
+    EXPORTED_RUNTIMES,
+    ONNX_FAMILIES,
+    RUNTIMES,
+    OnnxEncoderModel,
+    RuntimeChoice,
+    choose_runtime,
+)
 from reason2rank.progress import quiet_transformers_progress
 from reason2rank.reranker import Reranker, split_scores
 from reason2rank.types import Doc, Query
@@ -26,7 +33,7 @@ class TransformerReranker(Reranker):
     Subclasses implement ``encode_pairs`` (token ids per pair, and how many were truncated) and ``forward``
     (a padded batch → one score per row), and may override ``score_batch`` (the bi-encoder does).
 
-    ``runtime`` (``"auto"``, ``"torch"``, ``"onnx"``) and ``dtype`` (``"auto"``, ``"fp32"``, ``"bf16"``,
+    ``runtime`` (``"auto"``, ``"torch"``, ``"onnx"``, ``"openvino"``) and ``dtype`` (``"auto"``, ``"fp32"``, ``"bf16"``,
     ``"fp16"``, and ``"int8"`` on ONNX Runtime) choose what the encoder families run on; see
     ``reason2rank.onnx.runtime.choose_runtime``. ``onnx`` is the ``onnx`` field of ``r2r_model.json`` (written
     by ``reason2rank export-onnx``).
@@ -60,10 +67,12 @@ class TransformerReranker(Reranker):
             raise ValueError(f"max_length must be an int >= 8, got {max_length!r}")
         if runtime is not None and str(runtime).lower() not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}; use one of {', '.join(RUNTIMES)}")
-        wants_onnx = str(runtime).lower() == "onnx" or (isinstance(dtype, str) and dtype.lower() == "int8")
+        wants_onnx = str(runtime).lower() in EXPORTED_RUNTIMES or (
+            isinstance(dtype, str) and dtype.lower() == "int8"
+        )
         if wants_onnx and self.family not in ONNX_FAMILIES:
             raise ValueError(
-                f"runtime='onnx' and dtype='int8' support the encoder families ({', '.join(ONNX_FAMILIES)}), "
+                f"runtime='onnx'/'openvino' and dtype='int8' support the encoder families ({', '.join(ONNX_FAMILIES)}), "
                 f"not {self.family}; use runtime='torch' with dtype auto, fp32, bf16 or fp16"
             )
         self.model_name_or_path = str(model_name_or_path)
@@ -116,7 +125,7 @@ class TransformerReranker(Reranker):
         self.runtime = choose_runtime(runtime, dtype, device, family=self.family, record=self.onnx_record,
                                       model_dir=self.model_dir, backbone=self.model_name_or_path,
                                       adapter=adapter)  # fmt: skip
-        if self.runtime.runtime == "onnx" and self.runtime.graph is not None:
+        if self.runtime.runtime in EXPORTED_RUNTIMES and self.runtime.graph is not None:
             from transformers import AutoConfig
 
             self.engine = Engine(
@@ -124,6 +133,10 @@ class TransformerReranker(Reranker):
             )
             kw = {k: v for k, v in self.hub_kwargs.items() if v not in (None, False)}
             config = AutoConfig.from_pretrained(self.model_name_or_path, **kw)
+            if self.runtime.runtime == "openvino":
+                from reason2rank.onnx.openvino_model import OpenVINOEncoderModel
+
+                return OpenVINOEncoderModel(self.runtime.graph, config), None
             return OnnxEncoderModel(self.runtime.graph, config), None
         model = self._from_pretrained(auto_class)
         model, peft_model = attach_adapter(model, adapter, merge_adapter, **self.hub_kwargs)
@@ -173,7 +186,7 @@ class TransformerReranker(Reranker):
         return {"max_length": self.max_length}
 
     def describe(self) -> dict[str, Any]:
-        """Family, model name and runtime (``"torch"``, ``"onnx fp32"``, ``"onnx int8"``)."""
+        """Family, model name and runtime (``"torch"``, ``"onnx fp32"``, ``"onnx int8"``, ``"openvino fp32"``)."""
         runtime = " ".join(x for x in (self.runtime.runtime, self.runtime.precision) if x)
         return {"family": self.family, "model": self.model_name_or_path, "runtime": runtime}
 
