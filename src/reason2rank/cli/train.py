@@ -13,7 +13,8 @@ from reason2rank.cli.common import EXIT_OK, UsageError
 def add_parser(sub: Any) -> None:
     """Add the ``train`` subcommand."""
     p = sub.add_parser(
-        "train", help="train a student (encoder or decoder) from teacher annotations or qrels; resumes"
+        "train",
+        help="train a student from teacher annotations or qrels, or a reranker by GRPO (method: grpo); resumes",
     )
     p.add_argument("--config", required=True, help="training config YAML (see reason2rank.distill.config)")
     p.add_argument(
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["output_dir"] = args.output_dir
     if args.no_resume:
         overrides["resume"] = False
+    if _method(args.config, overrides) == "grpo":
+        return _run_grpo(args, overrides)
     cfg = TrainConfig.from_yaml(args.config, overrides)
     if args.output_dir:
         cfg.output_dir = str(Path(args.output_dir).resolve())
@@ -49,6 +52,42 @@ def run(args: argparse.Namespace) -> int:
     shown = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
     print(
         f"trained {result.steps} steps in {result.seconds:.0f}s {shown}; model: {result.model_dir}",
+        file=sys.stderr,
+    )
+    return EXIT_OK
+
+
+def _method(path: str, overrides: dict[str, Any]) -> str:
+    """The config's ``method``: ``supervised`` (the default) or ``grpo`` (``reason2rank.rl``)."""
+    from reason2rank.distill.config import load_yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"training config {p} does not exist")
+    data = load_yaml(p.read_text(encoding="utf-8"))
+    method = overrides.get(
+        "method", data.get("method", "supervised") if isinstance(data, dict) else "supervised"
+    )
+    if method not in ("supervised", "grpo"):
+        raise UsageError(f"method must be 'supervised' or 'grpo' in {p}, got {method!r}")
+    return str(method)
+
+
+def _run_grpo(args: argparse.Namespace, overrides: dict[str, Any]) -> int:
+    """``method: grpo``: reinforcement learning with TRL (``reason2rank.rl``)."""
+    try:
+        from reason2rank.rl import GRPOTrainConfig, train_grpo
+    except ImportError as e:
+        raise UsageError(
+            f"GRPO training needs the train extra (trl): pip install 'reason2rank[train]' ({e})"
+        ) from e
+    cfg = GRPOTrainConfig.from_yaml(args.config, {k: v for k, v in overrides.items() if k != "method"})
+    if args.output_dir:
+        cfg.output_dir = str(Path(args.output_dir).resolve())
+    result = train_grpo(cfg)
+    shown = " ".join(f"{k}={v:.4f}" for k, v in result.metrics.items())
+    print(
+        f"GRPO: {result.steps} steps in {result.seconds:.0f}s {shown}; model: {result.model_dir}",
         file=sys.stderr,
     )
     return EXIT_OK

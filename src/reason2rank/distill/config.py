@@ -117,6 +117,12 @@ class TrainConfig:
         if not isinstance(data, Mapping):
             raise ValueError(f"a training config must be a mapping, got {type(data).__name__}")
         data = dict(data)
+        method = data.pop("method", "supervised")
+        if method != "supervised":
+            raise ValueError(
+                f"method {method!r} is not the supervised trainer's; a 'method: grpo' config is read by "
+                "reason2rank.rl.GRPOTrainConfig (reason2rank train dispatches on method)"
+            )
         sub = {"student": StudentConfig, "data": DataConfig, "train": OptimConfig}
         kwargs: dict[str, Any] = {}
         for key, value in data.items():

@@ -278,7 +278,7 @@ def train_grpo(
     from trl import GRPOTrainer
 
     start = time.time()
-    out = Path(cfg.output_dir)
+    out = Path(cfg.resolve(cfg.output_dir))
     checkpoints = out / CHECKPOINTS_SUBDIR
     if not cfg.resume:
         shutil.rmtree(checkpoints, ignore_errors=True)
