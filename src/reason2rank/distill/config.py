@@ -12,6 +12,8 @@ Example (every key is optional except ``output_dir``, ``student.model`` and ``da
       # prompt_template: r2r_student
       # lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: null}   # null = all linear layers
       # max_answer_tokens: 128
+      # readout: rank_head     # or tokens: the prompt's own read-out, no new layers (ProRank stage 2 with
+      #                        # prompt_template: binary_relevance, i.e. logit("1") - logit("0"), and pointwise_bce)
       # reasoning_per_query: 2   comparisons_per_query: 1
     data:
       train: train.jsonl         # a TrainingSet JSONL, or {qrels|store, run, topics, docs, depth, negatives}
@@ -64,6 +66,9 @@ class StudentConfig:
     comparisons_per_query: int = 1
     token: str | None = None
     revision: str | None = None
+    readout: str | None = (
+        None  # decoder: rank_head (default) | tokens (the prompt's read-out, e.g. ProRank's)
+    )
 
 
 @dataclass
@@ -176,6 +181,12 @@ class TrainConfig:
             )
         if self.student.type not in ("encoder", "decoder", "vlm"):
             raise ValueError(f"student.type must be 'encoder', 'decoder' or 'vlm', got {self.student.type!r}")
+        if self.student.readout not in (None, "rank_head", "tokens"):
+            raise ValueError(f"student.readout must be rank_head or tokens, got {self.student.readout!r}")
+        if self.student.readout == "tokens" and self.student.type != "decoder":
+            raise ValueError(
+                "student.readout tokens is for student.type decoder (a causal LM's token logits)"
+            )
         if not self.student.model:
             raise ValueError("the config needs student.model: a model directory or hub id to start from")
         if self.data.train is None:
@@ -211,6 +222,8 @@ class TrainConfig:
         d.pop("output_dir")
         d.pop("resume")
         d.pop("base_dir")
+        if d["student"].get("readout") is None:  # added later: runs written before it keep their fingerprint
+            d["student"].pop("readout", None)
         for k in RESUMABLE_KEYS:
             d["train"].pop(k, None)
         if not d["train"].get("fsdp"):  # runs from before the option existed keep their fingerprint

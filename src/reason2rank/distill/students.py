@@ -375,14 +375,27 @@ class DecoderStudent(Student):
         gradient_checkpointing: bool = False,
         token: str | None = None,
         revision: str | None = None,
+        readout: str = "rank_head",
     ) -> None:
         from reason2rank.scorers.causal_lm import RANK_HEAD_FILE, CausalLMReranker
 
+        if readout not in ("rank_head", "tokens"):
+            raise ValueError(f"a decoder student's readout must be rank_head or tokens, got {readout!r}")
+        if readout == "tokens":
+            from reason2rank.scorers.scoring_prompts import load_prompt_template
+
+            bundle = load_prompt_template(prompt_template)
+            if bundle.readout.get("type") != "tokens":
+                raise ValueError(
+                    f"student.readout tokens needs a prompt template with a tokens read-out (e.g. binary_relevance); "
+                    f"{bundle.name!r} reads out {bundle.readout.get('type')!r}"
+                )
         reranker = CausalLMReranker(
             model,
             prompt_template=prompt_template,
-            readout={"type": "rank_head", "file": RANK_HEAD_FILE},
-            new_rank_head=True,
+            # tokens: the prompt's own read-out (binary_relevance: logit("1") - logit("0")), no new layers
+            readout={"type": "rank_head", "file": RANK_HEAD_FILE} if readout == "rank_head" else None,
+            new_rank_head=readout == "rank_head",
             max_length=max_length,
             max_query_length=max_query_length,
             device=device,
@@ -468,6 +481,7 @@ class DecoderStudent(Student):
             gradient_checkpointing=s.gradient_checkpointing,
             token=s.token,
             revision=s.revision,
+            readout=s.readout or "rank_head",
         )
 
     def collate(self, groups: Sequence[Group]) -> dict[str, Any]:
