@@ -115,3 +115,15 @@ def test_cli_train_dispatches_method_grpo(tmp_path, tiny_llama_dir, capsys):
     assert (tmp_path / "run" / "model" / "r2r_model.json").is_file()
     assert GRPOTrainConfig.from_yaml(f).grpo.lr == 1e-5  # the file is not changed by --set
     assert '"lr": 0.0001' in (tmp_path / "run" / "grpo_run.json").read_text()
+
+
+def test_the_shipped_dl19_example_config_is_valid():
+    root = Path(__file__).resolve().parents[2]
+    cfg = GRPOTrainConfig.from_yaml(root / "examples" / "grpo_rank_r1_dl19.yaml")
+    assert cfg.task == "setwise" and cfg.data.window == 4 and len(cfg.data.exclude_queries) == 13
+    assert cfg.prompt == str(root / "examples" / "grpo_rank_r1_think.txt")
+    qrels = Path(cfg.resolve(cfg.data.qrels)).resolve()
+    assert qrels == (root.parent / "shared" / "data" / "trec-dl19" / "qrels.txt").resolve()
+    from reason2rank.llm.prompts import load_template
+
+    assert load_template(cfg.prompt, "setwise").prefix == "<think>"
