@@ -157,3 +157,22 @@ def test_binary_run_opens_as_causal_lm_with_the_binary_read_out(tmp_path, tiny_l
     tok = scorer.tokenizer
     assert scorer.positive_id == tok.convert_tokens_to_ids("1")
     assert scorer.template.name == "binary_relevance"
+
+
+def test_listwise_run_opens_as_the_listwise_strategy(tmp_path, tiny_llama_dir):
+    import reason2rank
+    from reason2rank.strategies.listwise import ListwiseReranker
+
+    write_toy_data(tmp_path)
+    cfg_file = write_config(tmp_path / "l.yaml", {
+        "method": "grpo", "task": "listwise", "output_dir": "run", "model": tiny_llama_dir,
+        "data": {"candidates": "candidates.json", "qrels": "qrels.txt", "window": 4, "max_words": 6},
+        "grpo": {"max_steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 4},
+    })  # fmt: skip
+    result = train_grpo(GRPOTrainConfig.from_yaml(cfg_file))
+    assert (
+        result.history[0]["reward"] == 0.0
+    )  # 4 random tokens are never <think>…</think><answer>[…]</answer>
+    ranker = reason2rank.load(result.model_dir)
+    assert isinstance(ranker, ListwiseReranker)
+    assert ranker.window == 4 and ranker.prompt.version == "listwise/mm-r5-v1"
