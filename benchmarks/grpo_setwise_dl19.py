@@ -113,6 +113,9 @@ def main() -> int:
     p.add_argument(
         "--model", help="the causal LM to train (default: SmolLM2-135M-Instruct, converted locally)"
     )
+    p.add_argument(
+        "--no-ndcg", action="store_true", help="skip the setwise nDCG@10 runs (hundreds of generations)"
+    )
     p.add_argument("--skip-before", action="store_true", help="reuse the before-training figures of OUT")
     args = p.parse_args()
     torch.set_num_threads(2)
@@ -195,7 +198,9 @@ def main() -> int:
     print("train", results["train"], file=sys.stderr, flush=True)
     t = time.time()
     results["after"] = {"answers": heldout_answers(str(result.model_dir), test_pool, qrels, args)}
-    results["after"]["setwise"] = setwise_ndcg(str(result.model_dir), test_items, qrels, args)
+    save()
+    if not args.no_ndcg:
+        results["after"]["setwise"] = setwise_ndcg(str(result.model_dir), test_items, qrels, args)
     results["after"]["seconds"] = time.time() - t
     save()
     b, a = results["before"], results["after"]
