@@ -147,18 +147,8 @@ class TrainConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
         """A checked config from a YAML file, with dotted ``overrides`` (``{"train.lr": 1e-4}``) applied first."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist")
-        try:
-            data = load_yaml(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p} is not valid YAML: {e}") from e
-        for dotted, value in (overrides or {}).items():
-            set_dotted(data, dotted, value)
-        return cls.from_dict(data, base_dir=p.resolve().parent)
+        data, base_dir = read_yaml_config(path, overrides)
+        return cls.from_dict(data, base_dir=base_dir)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested dicts (what ``training.json`` records)."""
@@ -166,12 +156,7 @@ class TrainConfig:
 
     def resolve(self, value: Any) -> Any:
         """A path relative to the config file's directory (hub ids and absolute paths pass through)."""
-        if not isinstance(value, str) or not value or self.base_dir is None or os.path.isabs(value):
-            return value
-        from reason2rank.locations import location_kind
-
-        candidate = Path(self.base_dir) / value
-        return str(candidate) if candidate.exists() or location_kind(value) == "path" else value
+        return resolve_beside(self.base_dir, value)
 
     def validate(self) -> None:
         """``ValueError`` naming the first key with a value the trainer cannot use."""
@@ -242,6 +227,36 @@ _FLOAT = re.compile(
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
+
+
+def read_yaml_config(
+    path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
+) -> tuple[dict[str, Any], Path]:
+    """The mapping of a YAML training config with dotted ``overrides`` applied, and the folder its relative paths
+    are resolved against; ``FileNotFoundError`` / ``ValueError`` naming the file."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"training config {p} does not exist")
+    try:
+        data = load_yaml(p.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {e}") from e
+    for dotted, value in (overrides or {}).items():
+        set_dotted(data, dotted, value)
+    return data, p.resolve().parent
+
+
+def resolve_beside(base_dir: str | None, value: Any) -> Any:
+    """``value`` as a path relative to a config's folder ``base_dir`` when it is one (it exists there, or it reads
+    as a path); hub ids, absolute paths and non-strings pass through."""
+    if not isinstance(value, str) or not value or base_dir is None or os.path.isabs(value):
+        return value
+    from reason2rank.locations import location_kind
+
+    candidate = Path(base_dir) / value
+    return str(candidate) if candidate.exists() or location_kind(value) == "path" else value
 
 
 def load_yaml(text: str) -> Any:

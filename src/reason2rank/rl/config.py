@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reason2rank.distill.config import build_section, load_yaml, set_dotted
+from reason2rank.distill.config import build_section, read_yaml_config, resolve_beside
 
 __all__ = ["GRPODataConfig", "GRPOOptions", "GRPOTrainConfig", "TASKS"]
 
@@ -156,18 +156,8 @@ class GRPOTrainConfig:
         cls, path: str | os.PathLike, overrides: Mapping[str, Any] | None = None
     ) -> GRPOTrainConfig:
         """A checked config from a YAML file, with dotted ``overrides`` (``{"grpo.lr": 1e-4}``) applied first."""
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise FileNotFoundError(f"training config {p} does not exist")
-        try:
-            data = load_yaml(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p} is not valid YAML: {e}") from e
-        for dotted, value in (overrides or {}).items():
-            set_dotted(data, dotted, value)
-        return cls.from_dict(data, base_dir=p.resolve().parent)
+        data, base_dir = read_yaml_config(path, overrides)
+        return cls.from_dict(data, base_dir=base_dir)
 
     def to_dict(self) -> dict[str, Any]:
         """The config as nested dicts (what the run records)."""
@@ -175,12 +165,7 @@ class GRPOTrainConfig:
 
     def resolve(self, value: Any) -> Any:
         """A path relative to the config file's directory (hub ids and absolute paths pass through)."""
-        if not isinstance(value, str) or not value or self.base_dir is None or os.path.isabs(value):
-            return value
-        from reason2rank.locations import location_kind
-
-        candidate = Path(self.base_dir) / value
-        return str(candidate) if candidate.exists() or location_kind(value) == "path" else value
+        return resolve_beside(self.base_dir, value)
 
     @property
     def prompt(self) -> str:

@@ -110,6 +110,18 @@ def _aligned(name: str, values: Any, n: int) -> list[Any]:
     return values
 
 
+def _label_match(
+    parse: Callable[[str], int | None], completions: Sequence[Any], label: Any, prefix: Sequence[str] | None
+) -> list[float]:
+    """1.0 for each answer that ``parse`` reads (the format holds) as the example's ``label``, else 0.0."""
+    labels = _aligned("label", label, len(completions))
+    out = []
+    for text, y in zip(_answers(completions, prefix), labels):
+        got = parse(text)
+        out.append(1.0 if got is not None and got == int(y) else 0.0)
+    return out
+
+
 def rank_r1_reward(
     prompts: Sequence[Any],
     completions: Sequence[Any],
@@ -119,12 +131,7 @@ def rank_r1_reward(
 ) -> list[float]:
     """Rank-R1: 1.0 when a completion is exactly ``<think>…</think><answer>[k]</answer>`` and ``k`` is the
     example's ``label`` (the 1-based place of the positive in the prompt), else 0.0."""
-    labels = _aligned("label", label, len(completions))
-    out = []
-    for text, k in zip(_answers(completions, prefix), labels):
-        got = parse_setwise_answer(text)
-        out.append(1.0 if got is not None and got == int(k) else 0.0)
-    return out
+    return _label_match(parse_setwise_answer, completions, label, prefix)
 
 
 def binary_relevance_reward(
@@ -136,12 +143,7 @@ def binary_relevance_reward(
 ) -> list[float]:
     """ProRank stage 1: 1.0 when a completion is exactly ``0`` or ``1`` (the token the ``binary_relevance``
     read-out compares) and equals the example's ``label``, else 0.0."""
-    labels = _aligned("label", label, len(completions))
-    out = []
-    for text, y in zip(_answers(completions, prefix), labels):
-        got = parse_binary_answer(text)
-        out.append(1.0 if got is not None and got == int(y) else 0.0)
-    return out
+    return _label_match(parse_binary_answer, completions, label, prefix)
 
 
 def listwise_reward(
