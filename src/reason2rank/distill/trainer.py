@@ -213,6 +213,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.out = Path(config.resolve(config.output_dir))
         self.history: list[dict[str, Any]] = []
+        self._whole: Student | None = None  # under FSDP: the gathered copy, built once and refilled
 
     # -- checkpoints ----------------------------------------------------------------------------------
     @property
@@ -404,7 +405,7 @@ class Trainer:
         if t.save_every and start < total:
             self._save_checkpoint(acc, step)
         model_dir = self.out / MODEL_SUBDIR
-        whole = full_student(model, cfg, acc.is_main_process) if sharded else student
+        whole = full_student(model, cfg, acc.is_main_process, self._whole) if sharded else student
         if acc.is_main_process:
             self._save_model(acc, whole, model_dir, step, metrics, time.monotonic() - started)
         acc.wait_for_everyone()
@@ -420,7 +421,7 @@ class Trainer:
     def _eval(self, acc: Any, model: Any, student: Any, dev: DevSet, step: int) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if is_sharded(acc):  # the shards gathered into a whole copy on the main process's CPU
-            student = full_student(model, self.cfg, acc.is_main_process)
+            student = self._whole = full_student(model, self.cfg, acc.is_main_process, self._whole)
         if acc.is_main_process:
             student.eval()
             try:
@@ -473,7 +474,9 @@ def is_sharded(acc: Any) -> bool:
     return bool(acc.distributed_type == DistributedType.FSDP)
 
 
-def full_student(model: torch.nn.Module, cfg: TrainConfig, main: bool) -> Student | None:
+def full_student(
+    model: torch.nn.Module, cfg: TrainConfig, main: bool, into: Student | None = None
+) -> Student | None:
     """A whole copy of a sharded student, on the CPU of the main process (``None`` elsewhere). Every process
     must call it: the full state dict is gathered from all shards. The copy is what is evaluated and saved
     (the sharded student's own modules hold only this process's shard)."""
@@ -482,7 +485,7 @@ def full_student(model: torch.nn.Module, cfg: TrainConfig, main: bool) -> Studen
     state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
     if not main:
         return None
-    whole = build_student(cfg, device="cpu")
+    whole = into if into is not None else build_student(cfg, device="cpu")  # ``into``: a copy built before
     whole.load_state_dict(state, strict=True)
     whole.train(model.training)
     return whole
