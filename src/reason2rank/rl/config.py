@@ -35,6 +35,8 @@ Example (every key is optional except ``output_dir``, ``model`` and the data)::
       use_vllm: auto             # auto: vLLM when it is installed and there is a GPU; else transformers
       vllm_mode: colocate        # or server (vllm_server_url)
       tie_warning: 0.9           # warn when the fraction of all-tied groups stays above this
+      format_warmup_steps: 0     # N > 0: N LoRA steps on well-formed answers with random ids first
+      format_warmup_lr: 2.0e-4   # (teaches the format, not the answer: see reason2rank.rl.format_warmup)
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class GRPOOptions:
     generation_kwargs: dict[str, Any] | None = None
     tie_warning: float = 0.9
     tie_window: int = 10
+    format_warmup_steps: int = 0
+    format_warmup_lr: float = 2e-4
 
 
 #: keys that may change between a run and its resumption (they do not change the trained weights)
@@ -264,6 +268,12 @@ class GRPOTrainConfig:
             raise ValueError(f"grpo.use_vllm must be true, false or auto, got {g.use_vllm!r}")
         if g.vllm_mode not in ("colocate", "server"):
             raise ValueError(f"grpo.vllm_mode must be colocate or server, got {g.vllm_mode!r}")
+        if isinstance(g.format_warmup_steps, bool) or g.format_warmup_steps < 0:
+            raise ValueError(
+                f"grpo.format_warmup_steps must be an integer >= 0, got {g.format_warmup_steps!r} (0: no warm-up)"
+            )
+        if not g.format_warmup_lr > 0:
+            raise ValueError(f"grpo.format_warmup_lr must be > 0, got {g.format_warmup_lr}")
         if not 0 <= g.tie_warning <= 1:
             raise ValueError(f"grpo.tie_warning must be a fraction in [0, 1], got {g.tie_warning}")
 
@@ -274,5 +284,8 @@ class GRPOTrainConfig:
             d.pop(k)
         for k in RESUMABLE_KEYS:
             d["grpo"].pop(k, None)
+        if not d["grpo"].get("format_warmup_steps"):  # runs from before the warm-up existed keep their digest
+            d["grpo"].pop("format_warmup_steps", None)
+            d["grpo"].pop("format_warmup_lr", None)
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -66,6 +66,7 @@ class GRPOResult:
     seconds: float = 0.0
     examples: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    warmup: dict[str, Any] | None = None  # the format warm-up's losses and seconds (grpo.format_warmup_steps)
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -303,6 +304,17 @@ def train_grpo(
             f"{cfg.grpo.max_completion_length} it exceeds the model's {limit} positions: lower data.max_words, "
             "data.window or max_completion_length"
         )
+    warmup = None
+    if cfg.grpo.format_warmup_steps:
+        from reason2rank.rl.format_warmup import format_warmup
+
+        model, warmup = format_warmup(
+            model, tokenizer, rows, task=cfg.task, steps=cfg.grpo.format_warmup_steps, out=out,
+            fingerprint=cfg.fingerprint(), lora=cfg.lora, lr=cfg.grpo.format_warmup_lr, seed=cfg.seed,
+        )  # fmt: skip
+        what = "reused" if warmup["reused"] else f"{warmup['seconds']:.0f} s"
+        print(f"format warm-up: {warmup['steps']} steps ({what}), loss {warmup['losses'][0]:.3f} -> "
+              f"{warmup['losses'][-1]:.3f}", file=sys.stderr)  # fmt: skip
     use_vllm = _use_vllm(cfg.grpo.use_vllm)
     watch = TieWatch(cfg.grpo.tie_warning, cfg.grpo.tie_window)
     trainer = GRPOTrainer(
@@ -317,15 +329,16 @@ def train_grpo(
         print(f"resuming GRPO from {resume_from}", file=sys.stderr)
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     history = [h for h in trainer.state.log_history if "reward" in h]
-    model_dir = save_trained(cfg, trainer.model, tokenizer, out / MODEL_SUBDIR, history, examples, longest)
+    model_dir = save_trained(cfg, trainer.model, tokenizer, out / MODEL_SUBDIR, history, examples, longest,
+                             warmup=warmup)  # fmt: skip
     resumed = int(resume_from.name[11:]) if resume_from else None
     return GRPOResult(model_dir, int(trainer.state.global_step), history, resumed, time.time() - start,
-                      len(examples.examples), examples.skipped)  # fmt: skip
+                      len(examples.examples), examples.skipped, warmup)  # fmt: skip
 
 
 # -- the trained model ----------------------------------------------------------------------------------------
 def save_trained(cfg: GRPOTrainConfig, model: Any, tokenizer: Any, model_dir: Path, history: list[dict[str, Any]],
-                 examples: ExampleSet, longest_prompt: int) -> Path:  # fmt: skip
+                 examples: ExampleSet, longest_prompt: int, warmup: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Merge LoRA into the weights and write a model directory of the task's family (via a temporary directory,
     renamed at the end: a kill never leaves a half-written model)."""
     import copy
@@ -346,7 +359,7 @@ def save_trained(cfg: GRPOTrainConfig, model: Any, tokenizer: Any, model_dir: Pa
     write_r2r_config(tmp, {"family": family, "backbone": ".", **_family_config(cfg, tmp)})
     info = {"method": "grpo", "task": cfg.task, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
             "history": history, "examples": len(examples.examples), "skipped": examples.skipped,
-            "longest_prompt_tokens": longest_prompt}  # fmt: skip
+            "longest_prompt_tokens": longest_prompt, "format_warmup": warmup}  # fmt: skip
     (tmp / "training.json").write_text(json.dumps(info, indent=1, default=str) + "\n", encoding="utf-8")
     if model_dir.exists():
         shutil.rmtree(model_dir)
