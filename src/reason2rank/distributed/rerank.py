@@ -32,6 +32,7 @@ from reason2rank.distributed.rows import (
     pack_query,
     pairs_table,
     results_table,
+    sort_pairs_by_length,
     write_results,
 )
 from reason2rank.reranker import Reranker, prepare_items, rank_docs
@@ -269,7 +270,8 @@ def rerank_dataset(
     ):
         if items is not None:
             if chosen == "pairs":
-                ds = ray.data.from_arrow(_chunks(pairs_table(items), pairs_per_call))
+                table = sort_pairs_by_length(pairs_table(items))
+                ds = ray.data.from_arrow(_chunks(table, pairs_per_call))
             else:
                 ds = ray.data.from_arrow(
                     _chunks(items_table([(q, d) for q, d in items if d]), queries_per_call)

@@ -72,6 +72,19 @@ def pairs_table(items: Sequence[tuple[Query, Sequence[Doc]]]) -> Any:
     return pa.table({k: pa.array(v, type=types.get(k, pa.string())) for k, v in cols.items()})
 
 
+def sort_pairs_by_length(table: Any) -> Any:
+    """``table`` (of ``pairs_table``) with its rows ordered by the characters of query + title + text, so that
+    the slices handed to the actors hold pairs of similar length and their batches carry little padding (the
+    in-process engine sorts the whole run the same way); the driver puts scores back by ``qid``/``rank``."""
+    import pyarrow.compute as pc
+
+    def chars(name: str) -> Any:
+        return pc.fill_null(pc.utf8_length(table[name]), 0)
+
+    size = pc.add(pc.add(chars("query"), chars("title")), chars("text"))
+    return table.take(pc.sort_indices(size, sort_keys=[("", "ascending")]))
+
+
 def items_table(items: Sequence[tuple[Query, Sequence[Doc]]]) -> Any:
     """One pyarrow row per query of ``items``: ``qid``, ``query`` and list columns ``docnos``, ``texts``,
     ``titles`` in the query's candidate order (what the whole-query actors read)."""
