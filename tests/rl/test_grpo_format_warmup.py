@@ -76,18 +76,18 @@ def test_warmup_teaches_the_format_and_is_reused(tmp_path, tiny_llama_dir):
     assert well_formed(model) == 0.0
     out = tmp_path / "run"
     warmed, info = format_warmup(model, tok, rows, task="setwise", steps=60, out=out, fingerprint="f1",
-                                 lora=None, lr=3e-3, batch_size=4)  # fmt: skip
+                                 lr=3e-3, batch_size=4)  # fmt: skip
     assert not info["reused"] and len(info["losses"]) == 60
     assert info["losses"][-1] < 0.3 * info["losses"][0]
     assert well_formed(warmed) == 1.0
     assert not hasattr(warmed, "peft_config")  # merged: GRPO puts its own LoRA on top
     again, info2 = format_warmup(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tok, rows, task="setwise",
-                                 steps=60, out=out, fingerprint="f1", lora=None, lr=3e-3)  # fmt: skip
+                                 steps=60, out=out, fingerprint="f1", lr=3e-3)  # fmt: skip
     assert info2["reused"] and info2["losses"] == info["losses"]
     for (name, p), (_, q) in zip(warmed.state_dict().items(), again.state_dict().items()):
         assert torch.equal(p, q), name
     _, info3 = format_warmup(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tok, rows, task="setwise",
-                             steps=2, out=out, fingerprint="f2", lora=None, lr=3e-3)  # fmt: skip
+                             steps=2, out=out, fingerprint="f2", lr=3e-3)  # fmt: skip
     assert not info3["reused"] and len(info3["losses"]) == 2  # another config: done again, not reused
 
 

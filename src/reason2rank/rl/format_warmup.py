@@ -77,14 +77,15 @@ def format_warmup(
     steps: int,
     out: Path,
     fingerprint: str,
-    lora: Mapping[str, Any] | None,
+    peft_config: Any = None,
     lr: float = 2e-4,
     batch_size: int = 4,
     seed: int = 0,
 ) -> tuple[Any, dict[str, Any]]:
     """The warmed-up model (``model`` itself after ``steps`` LoRA steps, merged) and what happened (losses,
     seconds); reused from ``out / WARMUP_SUBDIR`` when a warm-up with the same ``fingerprint`` is stored there.
-    ``rows`` are the GRPO dataset rows (``prompt`` and the task's columns)."""
+    ``rows`` are the GRPO dataset rows (``prompt`` and the task's columns); ``peft_config``: a LoRA to train and
+    merge, ``None`` to train every weight."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -98,12 +99,10 @@ def format_warmup(
     start = time.time()
     torch.manual_seed(seed)
     rng = random.Random(f"format-warmup:{seed}")
-    if lora is not None:
-        from peft import LoraConfig, get_peft_model
+    if peft_config is not None:  # the run's own LoRA config (trainer._peft_config), merged after the warm-up
+        from peft import get_peft_model
 
-        config = LoraConfig(r=int(lora.get("r", 16)), lora_alpha=int(lora.get("alpha", 32)), lora_dropout=0.0,
-                            target_modules=lora.get("target_modules") or "all-linear", task_type="CAUSAL_LM")  # fmt: skip
-        model = get_peft_model(model, config)
+        model = get_peft_model(model, peft_config)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr)

@@ -310,7 +310,8 @@ def train_grpo(
 
         model, warmup = format_warmup(
             model, tokenizer, rows, task=cfg.task, steps=cfg.grpo.format_warmup_steps, out=out,
-            fingerprint=cfg.fingerprint(), lora=cfg.lora, lr=cfg.grpo.format_warmup_lr, seed=cfg.seed,
+            fingerprint=cfg.fingerprint(), peft_config=_peft_config(cfg), lr=cfg.grpo.format_warmup_lr,
+            seed=cfg.seed,
         )  # fmt: skip
         what = "reused" if warmup["reused"] else f"{warmup['seconds']:.0f} s"
         print(f"format warm-up: {warmup['steps']} steps ({what}), loss {warmup['losses'][0]:.3f} -> "
