@@ -7,7 +7,12 @@ The R2R teacher (direct grades, pairwise comparisons, listwise rankings) run by 
 rate, first-try parse rate, the share of stored answers whose evidence sentence is in the document, and seconds
 per item. Both runs in one process, one after the other.
 
-    python benchmarks/teacher_constrained.py [--queries 10] [--depth 5] [--max-new-tokens 256] [--json out.json]
+    python benchmarks/teacher_constrained.py [--queries 10] [--depth 5] [--max-new-tokens 256]
+        [--listwise-max-new-tokens 768] [--tasks direct,compare,listwise] [--only constrained,free] [--json out.json]
+
+Constrained answers have every string bounded to fit the budget (``reason2rank.teacher.parsing.string_budget``)
+and a listwise answer must rank the whole window; a window of 5 passages x 3 reasons needs more tokens than one
+grade, hence the listwise budget of its own.
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ def run(model: str, items, constrain: bool, args) -> dict:
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
-        with Teacher(backend, store=Path(tmp) / "ann.jsonl", max_new_tokens=args.max_new_tokens, max_tries=3,
+        budget = {
+            "default": args.max_new_tokens,
+            "listwise": args.listwise_max_new_tokens or args.max_new_tokens,
+        }
+        with Teacher(backend, store=Path(tmp) / "ann.jsonl", max_new_tokens=budget, max_tries=3,
                      window=args.depth, max_words=args.max_words) as t:  # fmt: skip
-            t.annotate(items, tasks=("direct", "compare", "listwise"))
+            t.annotate(items, tasks=tuple(args.tasks.split(",")))
             records = list(t.store.records())
         seconds = time.perf_counter() - start
     by_task: dict[str, list[dict]] = defaultdict(list)
@@ -75,6 +84,8 @@ def main() -> None:
     ap.add_argument("--depth", type=int, default=5)
     ap.add_argument("--max-words", type=int, default=100)
     ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--listwise-max-new-tokens", type=int, default=768)
+    ap.add_argument("--tasks", default="direct,compare,listwise")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--only", default="constrained,free")
     ap.add_argument("--json")
@@ -88,8 +99,8 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     items = load_candidates(Path(args.data) / "bm25_top100.json", depth=args.depth)[: args.queries]
     model = str(smollm2_dir())
-    print(f"DL19: {len(items)} queries x BM25 top-{args.depth}, tasks direct+compare+listwise; SmolLM2-135M-Instruct "
-          f"fp32 greedy, max_new_tokens {args.max_new_tokens}; {cpu_isa()}")  # fmt: skip
+    print(f"DL19: {len(items)} queries x BM25 top-{args.depth}, tasks {args.tasks}; SmolLM2-135M-Instruct fp32 "
+          f"greedy, max_new_tokens {args.max_new_tokens} (listwise {args.listwise_max_new_tokens}); {cpu_isa()}")  # fmt: skip
     rows = []
     for mode in args.only.split(","):
         r = run(model, items, mode == "constrained", args)

@@ -135,3 +135,21 @@ def test_strategies_ask_for_their_answer_format_and_constrained_answers_need_no_
         assert "no_ids" not in record.problems
     free = reason2rank.load(tiny_llama_dir, family="listwise", constrain_answers=False, dtype="fp32")
     assert free.settings(10, 4).answer_regex is None and listwise.settings(10, 4).answer_regex
+
+
+def test_a_bounded_listwise_schema_compiles_and_every_closed_answer_ranks_the_whole_window(backend):
+    from reason2rank.teacher.parsing import listwise_schema
+
+    schema = listwise_schema(3, max_chars=6)  # short strings, so a random model closes the JSON in budget
+    closed = 0
+    for seed in range(3):
+        for res in backend.generate(
+            PROMPTS, json_schema=schema, max_new_tokens=300, temperature=1.0, seed=seed
+        ):
+            assert res.constrained
+            if res.finish_reason == "stop":
+                closed += 1
+                obj = json.loads(res.text)
+                jsonschema.validate(obj, schema)
+                assert len(obj["ranked_passages"]) == 3
+    assert closed > 0

@@ -83,7 +83,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     g.add_argument(
         "--max-tries", type=int, default=3, help="answers per item before it is stored as failed (default 3)"
     )
-    g.add_argument("--max-new-tokens", type=int, default=1024)
+    g.add_argument(
+        "--max-new-tokens",
+        type=_token_budget,
+        default=1024,
+        metavar="N[,TASK=N...]",
+        help="answer budget in tokens, one for all tasks or per task, e.g. '256,listwise=768' (default 1024)",
+    )
+    g.add_argument(
+        "--comparison-prompt",
+        choices=("neutral", "justify"),
+        default="neutral",
+        help="'neutral' asks which of A and B is more relevant and why (default); 'justify' says A was ranked "
+        "above B and asks why (R2R's comparison prompt; not with --swap)",
+    )
     g.add_argument("--temperature", type=float, default=0.0)
     g.add_argument("--retry-failed", action="store_true", help="ask again the items stored as failed")
     g.add_argument(
@@ -217,6 +230,7 @@ def run_teach(args: argparse.Namespace) -> int:
             stride=args.stride,
             pairs=pairs,
             max_new_tokens=args.max_new_tokens,
+            comparison_prompt=args.comparison_prompt,
             temperature=args.temperature,
             retry_failed=args.retry_failed,
             price_in=args.price_in,
@@ -264,7 +278,8 @@ def _run_on_ray(args: argparse.Namespace, items: list, tasks: list[str], pairs: 
             prompts=args.prompt_dir, max_tries=args.max_tries,
             max_words=None if args.doc_max_tokens else args.doc_max_words, max_tokens=args.doc_max_tokens,
             tokenizer=args.tokenizer, window=args.window, stride=args.stride, pairs=pairs,
-            max_new_tokens=args.max_new_tokens, temperature=args.temperature, retry_failed=args.retry_failed,
+            max_new_tokens=args.max_new_tokens, comparison_prompt=args.comparison_prompt,
+            temperature=args.temperature, retry_failed=args.retry_failed,
             price_in=args.price_in, price_out=args.price_out, backend_options=_backend_options(args),
             **ray_kwargs(args),
         )  # fmt: skip
@@ -320,3 +335,19 @@ def _dry_run(args: argparse.Namespace, items: list, tasks: list[str], pairs: Any
         print(f"===== {task} ({prompts[task].version}) =====")
         print(messages_to_text(messages))
     return EXIT_OK
+
+
+def _token_budget(text: str) -> int | dict[str, int]:
+    """``--max-new-tokens``: ``N`` for every task, or ``N,listwise=M`` / ``direct=N,compare=M`` per task."""
+    out: dict[str, int] = {}
+    try:
+        for part in (p.strip() for p in text.split(",") if p.strip()):
+            task, _, n = part.rpartition("=")
+            out[task.strip() or "default"] = int(n)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a token budget: give N or N,TASK=N (e.g. 256,listwise=768)"
+        ) from None
+    if not out:
+        raise argparse.ArgumentTypeError("--max-new-tokens is empty: give N or N,TASK=N")
+    return out["default"] if set(out) == {"default"} else out

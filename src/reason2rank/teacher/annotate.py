@@ -34,12 +34,10 @@ from reason2rank.progress import progress_bar
 from reason2rank.reranker import prepare_items
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import (
-    COMPARE_SCHEMA,
-    DIRECT_SCHEMA,
     ParseError,
     evidence_in_text,
     extract_json,
-    listwise_schema,
+    task_schema,
     validate_compare,
     validate_direct,
     validate_listwise,
@@ -136,6 +134,9 @@ class Teacher:
     why, with A/B shown in a shuffled order) or ``"justify"`` (the built-in ``compare_justify_v1``: the teacher
     is told that A, the document its direct grades (or qrels) put higher, was ranked above B and asked why; pairs
     are then shown higher-first and cannot be swapped). Either way ``preferred`` is the teacher's own answer.
+    ``max_new_tokens``: the answer budget, one int or per task (``{"default": 256, "listwise": 768}``); where the
+    backend constrains answers to the task's JSON schema, each string in it is bounded to fit that budget
+    (``parsing.string_budget``), so a constrained answer closes before the budget cuts it.
     """
 
     def __init__(
@@ -151,7 +152,7 @@ class Teacher:
         window: int = 5,
         stride: int | None = None,
         pairs: PairPolicy | None = None,
-        max_new_tokens: int = 1024,
+        max_new_tokens: int | Mapping[str, int] = 1024,
         temperature: float = 0.0,
         chunk_size: int | None = None,
         retry_failed: bool = False,
@@ -209,7 +210,7 @@ class Teacher:
         self.pairs = pairs or PairPolicy()
         if comparison_prompt == "justify":  # A must be the higher-ranked document of each pair
             self.pairs = dataclasses.replace(self.pairs, shuffle_ab=False)
-        self.max_new_tokens = int(max_new_tokens)
+        self.max_new_tokens = _task_budgets(max_new_tokens)
         self.temperature = float(temperature)
         self.chunk_size = int(chunk_size) if chunk_size else max(16, 4 * self.backend.max_in_flight)
         self.retry_failed = bool(retry_failed)
@@ -363,19 +364,23 @@ class Teacher:
         self, task: str, q: Query, docs: list[Doc], key: str, options: dict[str, Any] | None
     ) -> _Job:
         tpl = self.prompts[task]
+        budget = self.max_new_tokens[task]
         if task == "direct":
             messages, shown_doc = render_direct(tpl, q, docs[0], self.cutter)
-            asks = [_Ask(messages, [shown_doc], docs, DIRECT_SCHEMA)]
+            asks = [_Ask(messages, [shown_doc], docs, task_schema("direct", max_new_tokens=budget))]
         elif task == "compare":
             a, b = docs
             messages, shown = render_compare(tpl, q, a, b, self.cutter)
-            asks = [_Ask(messages, shown, [a, b], COMPARE_SCHEMA, order="AB")]
+            schema = task_schema("compare", max_new_tokens=budget)
+            asks = [_Ask(messages, shown, [a, b], schema, order="AB")]
             if self.pairs.swap:
                 messages2, shown2 = render_compare(tpl, q, b, a, self.cutter)
-                asks.append(_Ask(messages2, shown2, [b, a], COMPARE_SCHEMA, order="BA"))
+                asks.append(_Ask(messages2, shown2, [b, a], schema, order="BA"))
         else:
             messages, shown = render_listwise(tpl, q, docs, self.cutter)
-            asks = [_Ask(messages, shown, docs, listwise_schema(len(docs)))]
+            asks = [
+                _Ask(messages, shown, docs, task_schema("listwise", num=len(docs), max_new_tokens=budget))
+            ]
         return _Job(task, key, q, docs, asks, options)
 
     def _run_chunk(self, jobs: list[_Job], summary: RunSummary, counts: TaskCounts, bar: Any) -> None:
@@ -418,13 +423,15 @@ class Teacher:
     def _settings(self, job: _Job, ask: _Ask) -> GenerationSettings:
         """The first try as configured; a greedy teacher's retries sampled (seeded by the item and the try)."""
         if ask.tries == 0 or self.temperature > 0:
-            return GenerationSettings(self.max_new_tokens, self.temperature, json_schema=ask.schema)
+            return GenerationSettings(self.max_new_tokens[job.task], self.temperature, json_schema=ask.schema)
         seed = None
         if "seed" in self.llm.backend.supported_options:  # reproducible where the backend takes a seed
             seed = (
                 int(job.key[:8], 16) if all(c in "0123456789abcdef" for c in job.key[:8]) else 0
             ) + ask.tries
-        return GenerationSettings(self.max_new_tokens, RETRY_TEMPERATURE, seed=seed, json_schema=ask.schema)
+        return GenerationSettings(
+            self.max_new_tokens[job.task], RETRY_TEMPERATURE, seed=seed, json_schema=ask.schema
+        )
 
     def _on_result(
         self, job: _Job, ask: _Ask, res: GenerationResult, summary: RunSummary, counts: TaskCounts, bar: Any
@@ -605,3 +612,24 @@ class Teacher:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+_TASKS = ("direct", "compare", "listwise")
+
+
+def _task_budgets(max_new_tokens: int | Mapping[str, int]) -> dict[str, int]:
+    """``max_new_tokens`` per task: one int for all, or a mapping with a ``default`` and/or per-task values."""
+    if isinstance(max_new_tokens, Mapping):
+        unknown = sorted(set(max_new_tokens) - {*_TASKS, "default"})
+        if unknown:
+            raise ValueError(
+                f"max_new_tokens names unknown tasks {unknown}; use {list(_TASKS)} or 'default' as keys"
+            )
+        default = max_new_tokens.get("default", 1024)
+        out = {t: max_new_tokens.get(t, default) for t in _TASKS}
+    else:
+        out = dict.fromkeys(_TASKS, max_new_tokens)
+    for task, n in out.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"max_new_tokens for {task!r} must be a positive int, got {n!r}")
+    return out

@@ -24,6 +24,8 @@ __all__ = [
     "evidence_in_text",
     "extract_json",
     "listwise_schema",
+    "string_budget",
+    "task_schema",
     "validate_compare",
     "validate_direct",
     "validate_listwise",
@@ -195,20 +197,24 @@ COMPARE_SCHEMA: dict[str, Any] = {
 }
 
 
-def listwise_schema(num: int) -> dict[str, Any]:
-    """The JSON schema of a listwise answer over ``num`` passages."""
+def listwise_schema(num: int, max_chars: int | None = None) -> dict[str, Any]:
+    """The JSON schema of a listwise answer over ``num`` passages: exactly ``num`` entries (a shorter list is not a
+    ranking of the window), each string at most ``max_chars`` characters where given."""
+    text = _bounded({"type": "string"}, max_chars)
     return {
         "type": "object",
         "properties": {
             "ranked_passages": {
                 "type": "array",
+                "minItems": num,
+                "maxItems": num,
                 "items": {
                     "type": "object",
                     "properties": {
                         "identifier": {"type": "integer", "enum": list(range(1, num + 1))},
-                        "direct_reason": {"type": "string"},
-                        "listwise_reason": {"type": "string"},
-                        "direct_answer_sentence": {"type": ["string", "null"]},
+                        "direct_reason": text,
+                        "listwise_reason": text,
+                        "direct_answer_sentence": _bounded({"type": ["string", "null"]}, max_chars),
                     },
                     "required": ["identifier", "direct_reason", "listwise_reason", "direct_answer_sentence"],
                     "additionalProperties": False,
@@ -218,6 +224,48 @@ def listwise_schema(num: int) -> dict[str, Any]:
         "required": ["ranked_passages"],
         "additionalProperties": False,
     }
+
+
+#: characters per generated token assumed when a token budget becomes string lengths (English prose runs about
+#: 4 per token in a BPE vocabulary; 3 leaves room for escapes and the JSON around the strings)
+CHARS_PER_TOKEN = 3
+#: the shortest bound a string gets, whatever the budget (a reason needs a sentence)
+MIN_STRING_CHARS = 48
+#: tokens of an answer outside its strings (keys, quotes, braces, the grade): fixed, and per listwise passage
+_JSON_OVERHEAD = {"direct": (24, 0), "compare": (16, 0), "listwise": (10, 28)}
+_STRINGS = {"direct": (2, 0), "compare": (1, 0), "listwise": (0, 3)}
+
+
+def string_budget(task: str, max_new_tokens: int, num: int = 1) -> int:
+    """The characters each free-text field of a ``task`` answer (over ``num`` passages for ``listwise``) may
+    hold so that the whole JSON fits in ``max_new_tokens``: the budget less the JSON's own tokens, shared by the
+    strings, at ``CHARS_PER_TOKEN``, and never under ``MIN_STRING_CHARS``. Without such a bound a constrained
+    small model can stay inside one string until the budget cuts the JSON (no answer at all)."""
+    if task not in _JSON_OVERHEAD:
+        raise ValueError(f"unknown teacher task {task!r}; expected one of {sorted(_JSON_OVERHEAD)}")
+    fixed, per = _JSON_OVERHEAD[task]
+    s_fixed, s_per = _STRINGS[task]
+    strings = s_fixed + s_per * num
+    free_tokens = max_new_tokens - fixed - per * num
+    return max(MIN_STRING_CHARS, free_tokens * CHARS_PER_TOKEN // strings)
+
+
+def task_schema(task: str, *, num: int = 1, max_new_tokens: int | None = None) -> dict[str, Any]:
+    """The JSON schema that constrains a ``task`` answer; with ``max_new_tokens``, each string is bounded by
+    ``string_budget`` so a constrained answer always closes inside the budget."""
+    chars = string_budget(task, max_new_tokens, num) if max_new_tokens is not None else None
+    if task == "listwise":
+        return listwise_schema(num, chars)
+    base = DIRECT_SCHEMA if task == "direct" else COMPARE_SCHEMA if task == "compare" else None
+    if base is None:
+        raise ValueError(f"unknown teacher task {task!r}; expected one of {sorted(_JSON_OVERHEAD)}")
+    props = {k: (_bounded(v, chars) if "string" in str(v.get("type")) and "enum" not in v else v)
+             for k, v in base["properties"].items()}  # fmt: skip
+    return {**base, "properties": props}
+
+
+def _bounded(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
+    return {**schema, "maxLength": max_chars} if max_chars is not None else dict(schema)
 
 
 def _require_dict(obj: Any) -> dict[str, Any]:

@@ -1,0 +1,167 @@
+"""Teacher schemas bounded by the answer budget: a listwise answer must rank the whole window, and the longest
+answer a bounded schema admits, written in English, fits the token budget of a real tokenizer (SmolLM2's)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from real_models import smollm2_or_skip
+from reason2rank.llm.backend import Backend, GenerationResult
+from reason2rank.teacher.annotate import Teacher, _task_budgets
+from reason2rank.teacher.parsing import (
+    CHARS_PER_TOKEN,
+    MIN_STRING_CHARS,
+    listwise_schema,
+    string_budget,
+    task_schema,
+)
+from reason2rank.types import Doc, Query
+
+jsonschema = pytest.importorskip("jsonschema")
+
+PROSE = (
+    "The passage explains how the query topic is defined, names the main causes and gives a short example, "
+    "so it answers most of what the user asked although it leaves out the exact figures that were requested. "
+) * 40
+
+
+def _fill(schema: dict, chars: int) -> str:
+    """The longest English value for a bounded string of ``schema`` (cut at a word boundary)."""
+    limit = schema.get("maxLength", chars)
+    return PROSE[:limit].rsplit(" ", 1)[0]
+
+
+def _longest_answer(task: str, schema: dict, num: int) -> dict:
+    props = schema["properties"]
+    if task == "direct":
+        return {
+            "reasoning": _fill(props["reasoning"], 0),
+            "evidence": _fill(props["evidence"], 0),
+            "relevance": 3,
+        }
+    if task == "compare":
+        return {"reasoning": _fill(props["reasoning"], 0), "preferred": "tie"}
+    item = props["ranked_passages"]["items"]["properties"]
+    return {
+        "ranked_passages": [
+            {
+                "identifier": i,
+                "direct_reason": _fill(item["direct_reason"], 0),
+                "listwise_reason": _fill(item["listwise_reason"], 0),
+                "direct_answer_sentence": _fill(item["direct_answer_sentence"], 0),
+            }  # fmt: skip
+            for i in range(num, 0, -1)
+        ]
+    }
+
+
+def test_string_budget_by_hand():
+    assert string_budget("direct", 256) == (256 - 24) * CHARS_PER_TOKEN // 2 == 348
+    assert string_budget("compare", 256) == (256 - 16) * CHARS_PER_TOKEN == 720
+    assert string_budget("listwise", 768, num=5) == (768 - 10 - 28 * 5) * CHARS_PER_TOKEN // 15 == 123
+    assert string_budget("listwise", 256, num=5) == MIN_STRING_CHARS  # too small a budget: the floor
+    with pytest.raises(ValueError, match="unknown teacher task 'setwise'"):
+        string_budget("setwise", 256)
+
+
+def test_a_listwise_answer_must_rank_every_passage_of_the_window():
+    schema = listwise_schema(4)
+    entry = {"direct_reason": "it defines the term", "listwise_reason": "best of the four",
+             "direct_answer_sentence": None}  # fmt: skip
+    whole = {"ranked_passages": [{"identifier": i, **entry} for i in (2, 1, 4, 3)]}
+    jsonschema.validate(whole, schema)
+    for short in ([], whole["ranked_passages"][:3]):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({"ranked_passages": short}, schema)
+    bounded = task_schema("listwise", num=4, max_new_tokens=768)
+    assert bounded["properties"]["ranked_passages"]["items"]["properties"]["direct_reason"]["maxLength"] == (
+        string_budget("listwise", 768, num=4)
+    )
+    too_long = json.loads(json.dumps(whole))
+    too_long["ranked_passages"][0]["listwise_reason"] = "x" * 1000
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(too_long, bounded)
+
+
+def test_unbounded_without_a_budget_and_enums_never_bounded():
+    assert "maxLength" not in task_schema("direct")["properties"]["reasoning"]
+    compare = task_schema("compare", max_new_tokens=128)["properties"]
+    assert "maxLength" not in compare["preferred"] and compare["reasoning"]["maxLength"] == (128 - 16) * 3
+
+
+@pytest.mark.parametrize(
+    "task,budget,num", [("direct", 256, 1), ("compare", 256, 1), ("listwise", 768, 5), ("listwise", 1024, 10)]
+)
+def test_the_longest_admitted_english_answer_fits_the_budget_of_a_real_tokenizer(task, budget, num):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(smollm2_or_skip())
+    schema = task_schema(task, num=num, max_new_tokens=budget)
+    answer = _longest_answer(task, schema, num)
+    jsonschema.validate(answer, schema)
+    text = json.dumps(answer, separators=(",", ":"))  # the constrained form: no optional whitespace
+    n = len(tok(text, add_special_tokens=False)["input_ids"])
+    assert budget * 0.5 < n <= budget, (task, n, budget)
+
+
+class RecordsSettings(Backend):
+    """Answers nothing usable; records the budget and the schema of every request."""
+
+    name = "records-settings"
+
+    def __init__(self):
+        self.seen: list[tuple[int, dict]] = []
+
+    def generate(self, messages, *, on_result=None, json_schema=None, max_new_tokens=1024, temperature=0.0):
+        schemas = json_schema if isinstance(json_schema, list) else [json_schema] * len(messages)
+        self.seen += [(max_new_tokens, s) for s in schemas]
+        return [GenerationResult(text="no idea", prompt_tokens=1, completion_tokens=1) for _ in messages]
+
+
+def test_the_teacher_asks_each_task_with_its_budget_and_a_schema_bounded_by_it():
+    docs = [Doc(f"d{i}", f"fleas live {i} weeks in warm homes") for i in range(3)]
+    backend = RecordsSettings()
+    with Teacher(backend, max_new_tokens={"default": 200, "listwise": 700}, window=3, max_tries=1) as t:
+        t.annotate([(Query("q", "flea life"), docs)], tasks=("direct", "compare", "listwise"))
+    by_kind = {}
+    for budget, schema in backend.seen:
+        kind = "listwise" if "ranked_passages" in schema["properties"] else (
+            "compare" if "preferred" in schema["properties"] else "direct")  # fmt: skip
+        by_kind.setdefault(kind, set()).add(budget)
+        if kind == "listwise":
+            arr = schema["properties"]["ranked_passages"]
+            assert arr["minItems"] == arr["maxItems"] == 3
+            assert arr["items"]["properties"]["direct_reason"]["maxLength"] == string_budget(
+                "listwise", 700, 3
+            )
+        else:
+            assert schema["properties"]["reasoning"]["maxLength"] == string_budget(kind, 200)
+    assert by_kind == {"direct": {200}, "compare": {200}, "listwise": {700}}
+
+
+def test_the_teacher_takes_a_budget_per_task_and_names_a_bad_one():
+    assert _task_budgets(256) == {"direct": 256, "compare": 256, "listwise": 256}
+    assert _task_budgets({"default": 200, "listwise": 700}) == {
+        "direct": 200,
+        "compare": 200,
+        "listwise": 700,
+    }
+    assert _task_budgets({"compare": 64})["direct"] == 1024
+    with pytest.raises(ValueError, match="unknown tasks \\['setwise'\\]"):
+        _task_budgets({"setwise": 10})
+    with pytest.raises(ValueError, match="'listwise' must be a positive int, got 0"):
+        _task_budgets({"listwise": 0})
+
+
+def test_the_cli_budget_is_one_number_or_per_task():
+    import argparse
+
+    from reason2rank.cli.teach import _token_budget
+
+    assert _token_budget("256") == 256
+    assert _token_budget("256,listwise=768") == {"default": 256, "listwise": 768}
+    assert _token_budget("direct=100, compare=50") == {"direct": 100, "compare": 50}
+    with pytest.raises(argparse.ArgumentTypeError, match="not a token budget"):
+        _token_budget("lots")
