@@ -1,4 +1,5 @@
-"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32 and int8, OpenVINO fp32) vs
+"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32 and int8, OpenVINO fp32, and OpenVINO
+bf16 where the CPU has bf16 instructions) vs
 sentence-transformers ``CrossEncoder.predict`` (default backend, and ``backend="onnx"`` where it loads) and
 FlashRank's ONNX Runtime int8 ranker.
 
@@ -143,7 +144,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     import reason2rank
-    from reason2rank.cpu_isa import cpu_isa_summary
+    from reason2rank.cpu_isa import cpu_flags, cpu_isa_summary
     from reason2rank.data import read_rankllm_candidates
     from reason2rank.engine import PaddingStats
     from reason2rank.onnx import export_onnx
@@ -174,6 +175,10 @@ def main() -> None:
             ours["reason2rank OpenVINO fp32"] = reason2rank.load(
                 path, runtime="openvino", dtype="fp32", **load
             )
+            if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # else bf16 is emulated: no row
+                ours["reason2rank OpenVINO bf16"] = reason2rank.load(
+                    path, runtime="openvino", dtype="bf16", **load
+                )
         except ImportError as e:
             print(f"OpenVINO row missing: {e}")
         default = reason2rank.load(path, **load)

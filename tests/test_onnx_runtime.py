@@ -264,8 +264,10 @@ def test_runtime_errors_say_what_to_do(tiny_bert_dir, tiny_llama_dir, exported_b
         reason2rank.load(exported_bert, runtime="torch", dtype="int8")
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; use one of auto, torch, onnx"):
         reason2rank.load(exported_bert, runtime="tensorrt")
-    with pytest.raises(ValueError, match="runs fp32 or int8 graphs, not dtype='bf16'"):
-        reason2rank.load(exported_bert, runtime="onnx", dtype="bf16")
+    with pytest.raises(
+        ValueError, match=r"runs fp32 or int8 graphs \(OpenVINO also bf16\), not dtype='fp16'"
+    ):
+        reason2rank.load(exported_bert, runtime="onnx", dtype="fp16")
     with pytest.raises(ValueError, match="runtime='onnx' runs on the CPU"):
         reason2rank.load(exported_bert, runtime="onnx", device="cuda")
     with pytest.raises(ValueError, match="support the encoder families"):
@@ -288,3 +290,20 @@ def test_onnx_model_refuses_a_batch_without_its_inputs(exported_bert):
     model = reason2rank.load(exported_bert, progress=False).model
     with warnings.catch_warnings(), pytest.raises(ValueError, match="needs the input"):
         model(input_ids=torch.ones((1, 4), dtype=torch.long))
+
+
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="OpenVINO is not installed")
+def test_openvino_bf16_compiles_the_fp32_graph_at_bf16_precision_and_onnx_runtime_refuses_bf16(exported_bert):
+    items = _items()
+    fp32 = reason2rank.load(exported_bert, runtime="openvino", progress=False)
+    bf16 = reason2rank.load(exported_bert, runtime="openvino", dtype="bf16", progress=False)
+    assert bf16.describe()["runtime"] == "openvino bf16" and bf16.runtime.graph == fp32.runtime.graph
+    assert "bfloat16" in str(bf16.model.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    assert "float32" in str(fp32.model.compiled.get_property("INFERENCE_PRECISION_HINT"))
+    want, got = _scores(fp32, items), _scores(bf16, items)
+    # bf16 keeps 8 bits of mantissa: close to fp32, not equal to it (where the CPU runs bf16 at all)
+    np.testing.assert_allclose(got, want, atol=0.05 * float(np.abs(want).max()) + 1e-3, rtol=0)
+    with pytest.raises(
+        ValueError, match=r"runs fp32 or int8 graphs \(OpenVINO also bf16\), not dtype='bf16'"
+    ):
+        reason2rank.load(exported_bert, runtime="onnx", dtype="bf16", progress=False)

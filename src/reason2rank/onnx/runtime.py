@@ -40,6 +40,8 @@ _RUNTIME_NAMES = {"onnx": "ONNX Runtime", "openvino": "OpenVINO"}
 #: the families an ONNX export exists for
 ONNX_FAMILIES = ("cross-encoder", "bi-encoder")
 _ONNX_DTYPES = {"auto": "fp32", "fp32": "fp32", "float32": "fp32", "float": "fp32", "int8": "int8"}
+#: dtype names of bf16; on OpenVINO they compile the fp32 graph with a bf16 inference precision
+_BF16 = ("bf16", "bfloat16", "torch.bfloat16")
 
 
 def require_onnxruntime() -> Any:
@@ -72,7 +74,8 @@ def _installed(runtime: str) -> bool:
 @dataclass(frozen=True)
 class RuntimeChoice:
     """What a scorer runs on: ``runtime`` ``"torch"``, ``"onnx"`` or ``"openvino"``; ``precision`` of the ONNX graph
-    (``"fp32"``/``"int8"``, ``None`` on torch); ``graph`` the ONNX file; ``why`` a short reason."""
+    (``"fp32"``/``"int8"``; ``"bf16"`` on OpenVINO: the fp32 graph at bf16 inference precision; ``None`` on torch);
+    ``graph`` the ONNX file; ``why`` a short reason."""
 
     runtime: str
     precision: str | None = None
@@ -121,13 +124,15 @@ def choose_runtime(
                 f"{label} runs on the CPU, but device={device_name!r} was asked for (or CUDA is the auto "
                 "choice); pass device='cpu', or runtime='torch' for the GPU"
             )
-        if dtype_name not in _ONNX_DTYPES:
+        if engine == "openvino" and dtype_name in _BF16:
+            dtype_name = "bf16"  # OpenVINO runs the fp32 graph at bf16 inference precision (CPUs with bf16)
+        elif dtype_name not in _ONNX_DTYPES:
             raise ValueError(
-                f"{label} runs fp32 or int8 graphs, not dtype={dtype!r}; pass dtype='fp32' or 'int8', "
-                "or runtime='torch' for bf16/fp16"
+                f"{label} runs fp32 or int8 graphs (OpenVINO also bf16), not dtype={dtype!r}; pass dtype='fp32' "
+                "or 'int8', or runtime='torch' for bf16/fp16"
             )
         _require(engine)
-    precision = _ONNX_DTYPES.get(dtype_name or "", "")
+    precision = "bf16" if dtype_name == "bf16" else _ONNX_DTYPES.get(dtype_name or "", "")
     if engine == "openvino" and precision == "int8":
         raise ValueError(
             "runtime='openvino' runs the fp32 graph only: the int8 graph is quantised after ONNX Runtime's fusions "
@@ -151,7 +156,7 @@ def choose_runtime(
             + " (or pass runtime='torch')"
         )
     rec = OnnxRecord.from_config(record, model_dir)
-    graph = rec.file(precision, model_dir)
+    graph = rec.file("fp32" if precision == "bf16" else precision, model_dir)
     stale = _stale_reason(rec, graph, backbone, adapter)
     if stale:
         message = (

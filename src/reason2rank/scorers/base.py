@@ -136,7 +136,9 @@ class TransformerReranker(Reranker):
             if self.runtime.runtime == "openvino":
                 from reason2rank.onnx.openvino_model import OpenVINOEncoderModel
 
-                return OpenVINOEncoderModel(self.runtime.graph, config), None
+                return OpenVINOEncoderModel(
+                    self.runtime.graph, config, precision=self.runtime.precision or "fp32"
+                ), None
             return OnnxEncoderModel(self.runtime.graph, config), None
         model = self._from_pretrained(auto_class)
         model, peft_model = attach_adapter(model, adapter, merge_adapter, **self.hub_kwargs)
@@ -186,7 +188,7 @@ class TransformerReranker(Reranker):
         return {"max_length": self.max_length}
 
     def describe(self) -> dict[str, Any]:
-        """Family, model name and runtime (``"torch"``, ``"onnx fp32"``, ``"onnx int8"``, ``"openvino fp32"``)."""
+        """Family, model name and runtime (``"torch"``, ``"onnx fp32"``, ``"onnx int8"``, ``"openvino fp32"``/``"openvino bf16"``)."""
         runtime = " ".join(x for x in (self.runtime.runtime, self.runtime.precision) if x)
         return {"family": self.family, "model": self.model_name_or_path, "runtime": runtime}
 
