@@ -153,3 +153,34 @@ def test_a_bounded_listwise_schema_compiles_and_every_closed_answer_ranks_the_wh
                 jsonschema.validate(obj, schema)
                 assert len(obj["ranked_passages"]) == 3
     assert closed > 0
+
+
+def test_evidence_constrained_to_the_documents_sentences_is_always_a_quote(backend):
+    from reason2rank.explain.evidence import evidence_in_text
+    from reason2rank.teacher.parsing import listwise_schema, quotable_sentences, task_schema
+
+    doc = "Fleas live two to eight months. Eggs hatch in twelve days. Flea markets open on Sunday."
+    direct = task_schema("direct", shown=[doc])
+    direct["properties"]["reasoning"]["maxLength"] = 16
+    window = listwise_schema(
+        2, max_chars=6, sentences=[quotable_sentences(doc), ["Bring cash for the market."]]
+    )
+    quotes = 0
+    for seed in range(4):
+        for res in backend.generate(
+            PROMPTS, json_schema=direct, max_new_tokens=96, temperature=1.0, seed=seed
+        ):
+            assert res.constrained and res.finish_reason == "stop", res
+            ev = json.loads(res.text)["evidence"]
+            assert ev is None or (ev in quotable_sentences(doc) and evidence_in_text(ev, doc))
+            quotes += ev is not None
+        for res in backend.generate(
+            PROMPTS[:2], json_schema=window, max_new_tokens=120, temperature=1.0, seed=seed
+        ):
+            if res.finish_reason == "stop":
+                for e in json.loads(res.text)["ranked_passages"]:
+                    s = e["direct_answer_sentence"]
+                    assert s is None or s in (
+                        quotable_sentences(doc) if e["identifier"] == 1 else ["Bring cash for the market."]
+                    )
+    assert quotes > 0

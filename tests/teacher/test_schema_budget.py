@@ -13,7 +13,9 @@ from reason2rank.teacher.annotate import Teacher, _task_budgets
 from reason2rank.teacher.parsing import (
     CHARS_PER_TOKEN,
     MIN_STRING_CHARS,
+    evidence_in_text,
     listwise_schema,
+    quotable_sentences,
     string_budget,
     task_schema,
 )
@@ -133,9 +135,9 @@ def test_the_teacher_asks_each_task_with_its_budget_and_a_schema_bounded_by_it()
         if kind == "listwise":
             arr = schema["properties"]["ranked_passages"]
             assert arr["minItems"] == arr["maxItems"] == 3
-            assert arr["items"]["properties"]["direct_reason"]["maxLength"] == string_budget(
-                "listwise", 700, 3
-            )
+            assert [e["properties"]["identifier"]["enum"] for e in arr["items"]["anyOf"]] == [[1], [2], [3]]
+            entry = arr["items"]["anyOf"][0]["properties"]
+            assert entry["direct_reason"]["maxLength"] == string_budget("listwise", 700, 3)
         else:
             assert schema["properties"]["reasoning"]["maxLength"] == string_budget(kind, 200)
     assert by_kind == {"direct": {200}, "compare": {200}, "listwise": {700}}
@@ -165,3 +167,67 @@ def test_the_cli_budget_is_one_number_or_per_task():
     assert _token_budget("direct=100, compare=50") == {"direct": 100, "compare": 50}
     with pytest.raises(argparse.ArgumentTypeError, match="not a token budget"):
         _token_budget("lots")
+
+
+DOC = (
+    "The flea life cycle lasts from two weeks to eight months. Eggs hatch in two to twelve days!\n"
+    "Larvae feed on debris. Fine.  The flea life cycle lasts from two weeks to eight months."
+)
+
+
+def test_quotable_sentences_split_dedupe_cut_and_drop_fragments():
+    assert quotable_sentences(DOC) == [
+        "The flea life cycle lasts from two weeks to eight months.",
+        "Eggs hatch in two to twelve days!",
+        "Larvae feed on debris.",
+    ]  # "Fine." is too short to be evidence; the repeat is offered once
+    assert quotable_sentences(DOC, max_chars=30) == [
+        "The flea life cycle lasts",
+        "Eggs hatch in two to twelve",
+        "Larvae feed on debris.",
+    ]
+    assert all(evidence_in_text(s, DOC) for s in quotable_sentences(DOC, max_chars=30))
+    assert quotable_sentences("") == [] and quotable_sentences("  ok  ") == []
+
+
+def test_evidence_is_one_of_the_shown_sentences_or_null():
+    schema = task_schema("direct", max_new_tokens=256, shown=[DOC])
+    assert schema["properties"]["evidence"] == {"enum": [*quotable_sentences(DOC, 348), None]}
+    ok = {"reasoning": "It gives the length of the cycle.", "relevance": 3}
+    jsonschema.validate({**ok, "evidence": "Eggs hatch in two to twelve days!"}, schema)
+    jsonschema.validate({**ok, "evidence": None}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**ok, "evidence": "Fleas are mammals that live forever."}, schema)
+
+
+def test_listwise_answer_sentences_come_from_the_entrys_own_passage():
+    other = "Flea markets open every Sunday in the square. Bring cash."
+    schema = task_schema("listwise", num=2, max_new_tokens=512, shown=[DOC, other])
+    base = {"direct_reason": "says how long it lasts", "listwise_reason": "more on topic"}
+    good = {"ranked_passages": [{"identifier": 1, **base, "direct_answer_sentence": "Larvae feed on debris."},
+                                {"identifier": 2, **base, "direct_answer_sentence": None}]}  # fmt: skip
+    jsonschema.validate(good, schema)
+    swapped = json.loads(json.dumps(good))
+    swapped["ranked_passages"][1]["direct_answer_sentence"] = "Larvae feed on debris."  # passage 1's sentence
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(swapped, schema)
+    with pytest.raises(ValueError, match="sentences for 1 passages, but the window holds 2"):
+        listwise_schema(2, 100, [["a b c"]])
+
+
+def test_the_teacher_quotes_by_default_and_free_evidence_is_an_option():
+    docs = [Doc("d1", DOC)]
+    for quote, want in (
+        (True, {"enum": [*quotable_sentences(DOC, string_budget("direct", 200)), None]}),
+        (False, None),
+    ):
+        backend = RecordsSettings()
+        with Teacher(backend, max_new_tokens=200, max_tries=1, quote_evidence=quote) as t:
+            t.annotate([(Query("q", "flea life"), docs)], tasks=("direct",))
+        ((_, schema),) = backend.seen
+        ev = schema["properties"]["evidence"]
+        assert (
+            ev == want
+            if quote
+            else ev == {"type": ["string", "null"], "maxLength": string_budget("direct", 200)}
+        )

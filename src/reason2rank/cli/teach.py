@@ -91,6 +91,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="answer budget in tokens, one for all tasks or per task, e.g. '256,listwise=768' (default 1024)",
     )
     g.add_argument(
+        "--free-evidence",
+        action="store_true",
+        help="let a constrained teacher write its evidence as free text (default: one of the document's sentences "
+        "or null, a quote by construction)",
+    )
+    g.add_argument(
         "--comparison-prompt",
         choices=("neutral", "justify"),
         default="neutral",
@@ -231,6 +237,7 @@ def run_teach(args: argparse.Namespace) -> int:
             pairs=pairs,
             max_new_tokens=args.max_new_tokens,
             comparison_prompt=args.comparison_prompt,
+            quote_evidence=not args.free_evidence,
             temperature=args.temperature,
             retry_failed=args.retry_failed,
             price_in=args.price_in,
@@ -279,6 +286,7 @@ def _run_on_ray(args: argparse.Namespace, items: list, tasks: list[str], pairs: 
             max_words=None if args.doc_max_tokens else args.doc_max_words, max_tokens=args.doc_max_tokens,
             tokenizer=args.tokenizer, window=args.window, stride=args.stride, pairs=pairs,
             max_new_tokens=args.max_new_tokens, comparison_prompt=args.comparison_prompt,
+            quote_evidence=not args.free_evidence,
             temperature=args.temperature, retry_failed=args.retry_failed,
             price_in=args.price_in, price_out=args.price_out, backend_options=_backend_options(args),
             **ray_kwargs(args),

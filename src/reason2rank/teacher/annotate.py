@@ -136,7 +136,10 @@ class Teacher:
     are then shown higher-first and cannot be swapped). Either way ``preferred`` is the teacher's own answer.
     ``max_new_tokens``: the answer budget, one int or per task (``{"default": 256, "listwise": 768}``); where the
     backend constrains answers to the task's JSON schema, each string in it is bounded to fit that budget
-    (``parsing.string_budget``), so a constrained answer closes before the budget cuts it.
+    (``parsing.string_budget``), so a constrained answer closes before the budget cuts it; with ``quote_evidence``
+    (default) a direct answer's evidence and a listwise entry's answer sentence are constrained to one of the shown
+    document's sentences or null (``parsing.quotable_sentences``), so a constrained answer quotes, never invents;
+    ``quote_evidence=False`` leaves them free text (still checked against the document).
     """
 
     def __init__(
@@ -164,6 +167,7 @@ class Teacher:
         backend_options: Mapping[str, Any] | None = None,
         cache: ResponseCache | str | Path | None = None,
         comparison_prompt: str = "neutral",
+        quote_evidence: bool = True,
     ):
         if comparison_prompt not in COMPARISON_PROMPTS:
             raise ValueError(
@@ -207,6 +211,7 @@ class Teacher:
         self.window = int(window)
         self.stride = int(stride) if stride is not None else int(window)
         self.comparison_prompt = comparison_prompt
+        self.quote_evidence = bool(quote_evidence)
         self.pairs = pairs or PairPolicy()
         if comparison_prompt == "justify":  # A must be the higher-ranked document of each pair
             self.pairs = dataclasses.replace(self.pairs, shuffle_ab=False)
@@ -367,7 +372,10 @@ class Teacher:
         budget = self.max_new_tokens[task]
         if task == "direct":
             messages, shown_doc = render_direct(tpl, q, docs[0], self.cutter)
-            asks = [_Ask(messages, [shown_doc], docs, task_schema("direct", max_new_tokens=budget))]
+            quote = [shown_doc] if self.quote_evidence else None
+            asks = [
+                _Ask(messages, [shown_doc], docs, task_schema("direct", max_new_tokens=budget, shown=quote))
+            ]
         elif task == "compare":
             a, b = docs
             messages, shown = render_compare(tpl, q, a, b, self.cutter)
@@ -378,9 +386,9 @@ class Teacher:
                 asks.append(_Ask(messages2, shown2, [b, a], schema, order="BA"))
         else:
             messages, shown = render_listwise(tpl, q, docs, self.cutter)
-            asks = [
-                _Ask(messages, shown, docs, task_schema("listwise", num=len(docs), max_new_tokens=budget))
-            ]
+            quotes = shown if self.quote_evidence else None
+            schema = task_schema("listwise", num=len(docs), max_new_tokens=budget, shown=quotes)
+            asks = [_Ask(messages, shown, docs, schema)]
         return _Job(task, key, q, docs, asks, options)
 
     def _run_chunk(self, jobs: list[_Job], summary: RunSummary, counts: TaskCounts, bar: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from reason2rank.explain.evidence import evidence_in_text
@@ -24,6 +25,7 @@ __all__ = [
     "evidence_in_text",
     "extract_json",
     "listwise_schema",
+    "quotable_sentences",
     "string_budget",
     "task_schema",
     "validate_compare",
@@ -197,33 +199,68 @@ COMPARE_SCHEMA: dict[str, Any] = {
 }
 
 
-def listwise_schema(num: int, max_chars: int | None = None) -> dict[str, Any]:
+def listwise_schema(
+    num: int, max_chars: int | None = None, sentences: Sequence[Sequence[str]] | None = None
+) -> dict[str, Any]:
     """The JSON schema of a listwise answer over ``num`` passages: exactly ``num`` entries (a shorter list is not a
-    ranking of the window), each string at most ``max_chars`` characters where given."""
+    ranking of the window), each string at most ``max_chars`` characters where given. With ``sentences`` (the
+    quotable sentences of each passage, ``quotable_sentences``), an entry's ``direct_answer_sentence`` is one of its
+    own passage's sentences or null: an entry is then one of ``num`` shapes, one per identifier."""
     text = _bounded({"type": "string"}, max_chars)
+
+    def entry(ids: list[int], sentence: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "properties": {
+                "identifier": {"type": "integer", "enum": ids},
+                "direct_reason": text,
+                "listwise_reason": text,
+                "direct_answer_sentence": sentence,
+            },
+            "required": ["identifier", "direct_reason", "listwise_reason", "direct_answer_sentence"],
+            "additionalProperties": False,
+        }
+
+    if sentences is None:
+        items = entry(list(range(1, num + 1)), _bounded({"type": ["string", "null"]}, max_chars))
+    else:
+        if len(sentences) != num:
+            raise ValueError(f"sentences for {len(sentences)} passages, but the window holds {num}")
+        items = {"anyOf": [entry([i + 1], _one_of_or_null(sentences[i])) for i in range(num)]}
     return {
         "type": "object",
         "properties": {
-            "ranked_passages": {
-                "type": "array",
-                "minItems": num,
-                "maxItems": num,
-                "items": {
-                    "type": "object",
-                    "properties": {
-                        "identifier": {"type": "integer", "enum": list(range(1, num + 1))},
-                        "direct_reason": text,
-                        "listwise_reason": text,
-                        "direct_answer_sentence": _bounded({"type": ["string", "null"]}, max_chars),
-                    },
-                    "required": ["identifier", "direct_reason", "listwise_reason", "direct_answer_sentence"],
-                    "additionalProperties": False,
-                },
-            }
+            "ranked_passages": {"type": "array", "minItems": num, "maxItems": num, "items": items}
         },
         "required": ["ranked_passages"],
         "additionalProperties": False,
     }
+
+
+#: at most this many sentences of a document are offered as evidence (the first ones)
+MAX_QUOTABLE_SENTENCES = 24
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s*\n\s*")
+
+
+def quotable_sentences(text: str, max_chars: int | None = None) -> list[str]:
+    """The sentences of a shown document an answer may quote as evidence: in order, without repeats, each of at
+    least 3 words, cut at a word boundary to ``max_chars`` (a cut sentence is still a verbatim quote), at most
+    ``MAX_QUOTABLE_SENTENCES``. Constraining the evidence field to these makes it a quote by construction; a
+    free-text evidence field lets a small model write its own sentence instead."""
+    out: list[str] = []
+    for raw in _SENTENCE_END.split(text or ""):
+        sent = " ".join(raw.split())
+        if max_chars is not None and len(sent) > max_chars:
+            sent = sent[:max_chars].rsplit(" ", 1)[0]
+        if len(sent.split()) >= 3 and sent not in out:
+            out.append(sent)
+        if len(out) == MAX_QUOTABLE_SENTENCES:
+            break
+    return out
+
+
+def _one_of_or_null(sentences: Sequence[str]) -> dict[str, Any]:
+    return {"enum": [*sentences, None]}
 
 
 #: characters per generated token assumed when a token budget becomes string lengths (English prose runs about
@@ -250,17 +287,24 @@ def string_budget(task: str, max_new_tokens: int, num: int = 1) -> int:
     return max(MIN_STRING_CHARS, free_tokens * CHARS_PER_TOKEN // strings)
 
 
-def task_schema(task: str, *, num: int = 1, max_new_tokens: int | None = None) -> dict[str, Any]:
+def task_schema(
+    task: str, *, num: int = 1, max_new_tokens: int | None = None, shown: Sequence[str] | None = None
+) -> dict[str, Any]:
     """The JSON schema that constrains a ``task`` answer; with ``max_new_tokens``, each string is bounded by
-    ``string_budget`` so a constrained answer always closes inside the budget."""
+    ``string_budget`` so a constrained answer always closes inside the budget; with ``shown`` (the document
+    texts the prompt shows), the evidence of a direct answer and the answer sentence of each listwise entry must
+    be one of that document's ``quotable_sentences`` (or null)."""
     chars = string_budget(task, max_new_tokens, num) if max_new_tokens is not None else None
+    quotes = [quotable_sentences(t, chars) for t in shown] if shown is not None else None
     if task == "listwise":
-        return listwise_schema(num, chars)
+        return listwise_schema(num, chars, quotes)
     base = DIRECT_SCHEMA if task == "direct" else COMPARE_SCHEMA if task == "compare" else None
     if base is None:
         raise ValueError(f"unknown teacher task {task!r}; expected one of {sorted(_JSON_OVERHEAD)}")
     props = {k: (_bounded(v, chars) if "string" in str(v.get("type")) and "enum" not in v else v)
              for k, v in base["properties"].items()}  # fmt: skip
+    if task == "direct" and quotes is not None:
+        props["evidence"] = _one_of_or_null(quotes[0])
     return {**base, "properties": props}
 
 
