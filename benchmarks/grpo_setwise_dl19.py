@@ -8,9 +8,13 @@ What it does (figures go to OUT/results.json and a markdown summary on stdout):
 2. before training, on the held-out queries: the format-valid rate and reward of greedy answers to setwise prompts
    built exactly as for training (``--window`` documents, 1 positive of grade >= 2 + negatives of grade 0), and the
    setwise strategy's nDCG@10 reranking BM25's top ``--depth`` (heap sort, answers constrained to the format);
-3. GRPO (``reason2rank.rl.train_grpo``, LoRA) on the training queries until ``--train-minutes`` have passed (the
-   step the budget ends at is recorded; the config is OUT/config.yaml and also runs as ``reason2rank train``);
-4. the same two measurements with the trained model directory (opened by ``reason2rank.load``).
+3. with ``--format-warmup-steps N``: N LoRA steps on well-formed answers with random ids first
+   (``grpo.format_warmup_steps``: teaches the format, never the label), then the held-out answers of the
+   warmed-up model (OUT/run/format_warmup), since a model that never writes the format gives GRPO only ties;
+4. GRPO (``reason2rank.rl.train_grpo``, LoRA) on the training queries until ``--train-minutes`` of GRPO steps
+   have passed (the step the budget ends at is recorded; the config is OUT/config.yaml and also runs as
+   ``reason2rank train``);
+5. the same two measurements with the trained model directory (opened by ``reason2rank.load``).
 """
 
 from __future__ import annotations
@@ -117,6 +121,10 @@ def main() -> int:
         "--no-ndcg", action="store_true", help="skip the setwise nDCG@10 runs (hundreds of generations)"
     )
     p.add_argument("--skip-before", action="store_true", help="reuse the before-training figures of OUT")
+    p.add_argument(
+        "--format-warmup-steps", type=int, default=0, help="format warm-up steps before GRPO (0: none)"
+    )
+    p.add_argument("--format-warmup-lr", type=float, default=2e-4)
     args = p.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -175,13 +183,19 @@ def main() -> int:
                  "max_words": args.max_words, "prompt": str(TEMPLATE)},
         "grpo": {"max_steps": args.max_steps, "prompts_per_step": 2, "num_generations": 4,
                  "max_completion_length": args.completion_tokens, "temperature": 1.0, "lr": 5.0e-5,
-                 "save_every": 5, "keep_checkpoints": 1, "tie_window": 5},
+                 "save_every": 5, "keep_checkpoints": 1, "tie_window": 5,
+                 "format_warmup_steps": args.format_warmup_steps, "format_warmup_lr": args.format_warmup_lr},
     }  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     budget = args.train_minutes * 60
 
     class TimeBudget(TrainerCallback):
+        """Stops GRPO ``budget`` seconds after its first step began (the warm-up is not counted)."""
+
         def __init__(self) -> None:
+            self.start = time.time()
+
+        def on_train_begin(self, a: Any, state: Any, control: Any, **kw: Any) -> None:
             self.start = time.time()
 
         def on_step_end(self, a: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -196,6 +210,15 @@ def main() -> int:
                                                          "completions/mean_length")} for h in result.history]}  # fmt: skip
     save()
     print("train", results["train"], file=sys.stderr, flush=True)
+    if result.warmup:
+        w = result.warmup
+        results["warmup"] = {"steps": w["steps"], "seconds": w["seconds"], "loss_first": w["losses"][0],
+                             "loss_last": w["losses"][-1], "reused": w["reused"]}  # fmt: skip
+        results["warmup"]["answers"] = heldout_answers(
+            str(out / "run" / "format_warmup"), test_pool, qrels, args
+        )
+        print("after warm-up", results["warmup"], file=sys.stderr, flush=True)
+        save()
     t = time.time()
     results["after"] = {"answers": heldout_answers(str(result.model_dir), test_pool, qrels, args)}
     save()
@@ -206,9 +229,12 @@ def main() -> int:
     b, a = results["before"], results["after"]
     print("| | format-valid | reward (held-out) | setwise nDCG@10 | unparsed comparisons |")
     print("|---|---|---|---|---|")
-    for name, r in (("before", b), ("after", a)):
-        print(f"| {name} | {r['answers']['format_valid']:.3f} | {r['answers']['reward']:.3f} | "
-              f"{r['setwise']['ndcg10']:.4f} | {r['setwise']['unparsed']}/{r['setwise']['comparisons']} |")  # fmt: skip
+    rows = [("before", b), *([("after format warm-up", results["warmup"])] if "warmup" in results else []),
+            ("after GRPO", a)]  # fmt: skip
+    for name, r in rows:
+        sw = r.get("setwise")
+        ndcg = f"{sw['ndcg10']:.4f} | {sw['unparsed']}/{sw['comparisons']}" if sw else "- | -"
+        print(f"| {name} | {r['answers']['format_valid']:.3f} | {r['answers']['reward']:.3f} | {ndcg} |")
     print(
         f"BM25 nDCG@10 on the held-out queries: {b['setwise']['bm25_ndcg10']:.4f}; GRPO steps {result.steps}"
     )

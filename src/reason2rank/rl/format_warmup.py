@@ -133,6 +133,7 @@ def format_warmup(
     tmp = done.with_name(done.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)  # a whole model directory: it can be loaded, measured or served by itself
     (tmp / "warmup.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
     if done.exists():
         shutil.rmtree(done)
