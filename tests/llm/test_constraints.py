@@ -102,8 +102,8 @@ def test_a_constrained_teacher_never_fails_on_json_and_records_how_each_answer_c
         ]:  # a random model's answer may be a bad reason or cut by the budget, never broken
             if a["error"] and not a.get("truncated"):
                 assert "JSON" not in a["error"] and "missing field" not in a["error"], a["error"]
-        for a in r["attempts"][1:]:  # a greedy teacher's retry is sampled, and says so
-            assert "sampled at temperature" in a["change"]
+        for a in r["attempts"][1:]:  # a greedy teacher's retry is sampled with a repetition penalty, and says so
+            assert "sampled at temperature" in a["change"] and "repetition penalty 1.3" in a["change"]
         assert r["decoding"] == ("constrained" if r["status"] != "failed" else "free")
 
 

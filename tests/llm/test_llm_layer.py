@@ -53,6 +53,35 @@ def test_decode_equals_transformers_greedy_generation_with_and_without_the_share
         assert a.ids == b.ids == ref
 
 
+def test_decode_repetition_penalty_equals_transformers_processor_over_the_answer_only(llama):
+    from transformers import LogitsProcessorList, RepetitionPenaltyLogitsProcessor
+
+    model, tok = llama
+    eos, pad = [tok.eos_token_id], tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    prompts = [tok(s, add_special_tokens=False)["input_ids"] for s in (LONG, "music data and books " * 3)]
+    plain = decode(model, prompts, pad_token_id=pad, eos_token_ids=eos, max_new_tokens=24)
+    got = decode(
+        model, prompts, pad_token_id=pad, eos_token_ids=eos, max_new_tokens=24, repetition_penalty=2.0
+    )
+    for p, a in zip(prompts, got):
+        proc = RepetitionPenaltyLogitsProcessor(
+            2.0, prompt_ignore_length=len(p)
+        )  # the prompt is not penalised
+        ref = model.generate(torch.tensor([p]), max_new_tokens=24, do_sample=False, pad_token_id=pad,
+                             logits_processor=LogitsProcessorList([proc]))[0, len(p) :].tolist()  # fmt: skip
+        if eos[0] in ref:
+            ref = ref[: ref.index(eos[0])]
+        assert a.ids == ref
+    assert any(a.ids != b.ids for a, b in zip(got, plain)), (
+        "a random tiny model repeats itself within 24 tokens"
+    )
+    assert len(set(got[0].ids)) >= len(set(plain[0].ids))
+    with pytest.raises(ValueError, match="repetition_penalty must be >= 1"):
+        GenerationSettings(16, repetition_penalty=0.5)
+    assert GenerationSettings(16, repetition_penalty=1.3).options() == {"repetition_penalty": 1.3}
+    assert "repetition_penalty" not in GenerationSettings(16).key()  # older cache keys stay valid
+
+
 def test_decode_with_a_seed_is_reproducible_and_stop_strings_end_it(llama):
     model, tok = llama
     prompt = [tok(LONG, add_special_tokens=False)["input_ids"]]

@@ -77,7 +77,9 @@ class GenerationSettings:
     """How to decode: greedy when ``temperature == 0``; ``stop`` strings end the answer; ``prefix`` is text the
     answer starts with (it is part of the prompt, and not of the returned text); ``json_schema`` asks for
     structured output where the backend supports it; ``answer_regex`` asks, where the backend supports it, that the
-    answer (after ``prefix``) match a regular expression (e.g. a ranking ``[2] > [1]``)."""
+    answer (after ``prefix``) match a regular expression (e.g. a ranking ``[2] > [1]``); ``repetition_penalty``
+    (> 1, where the backend supports it) lowers the logits of the tokens the answer already holds, which breaks the
+    loops small models fall into (the prompt's tokens are not penalised, so quoting the document is not)."""
 
     max_new_tokens: int = 1024
     temperature: float = 0.0
@@ -87,6 +89,7 @@ class GenerationSettings:
     prefix: str = ""
     json_schema: Mapping[str, Any] | None = field(default=None, compare=False, hash=False)
     answer_regex: str | None = None
+    repetition_penalty: float | None = None
 
     def __post_init__(self) -> None:
         if (
@@ -98,6 +101,8 @@ class GenerationSettings:
         if not self.temperature >= 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
+        if self.repetition_penalty is not None and not self.repetition_penalty >= 1.0:
+            raise ValueError(f"repetition_penalty must be >= 1 (1: none), got {self.repetition_penalty!r}")
 
     def options(self) -> dict[str, Any]:
         """The settings beyond ``max_new_tokens``/``temperature``/``json_schema`` that differ from the defaults,
@@ -113,6 +118,8 @@ class GenerationSettings:
             out["prefix"] = self.prefix
         if self.answer_regex:
             out["answer_regex"] = self.answer_regex
+        if self.repetition_penalty is not None and self.repetition_penalty != 1.0:
+            out["repetition_penalty"] = self.repetition_penalty
         return out
 
     def key(self) -> dict[str, Any]:
@@ -120,6 +127,8 @@ class GenerationSettings:
         d = dataclasses.asdict(self)
         d["stop"] = list(self.stop)
         d["json_schema"] = dict(self.json_schema) if self.json_schema is not None else None
+        if d["repetition_penalty"] is None:  # the keys of caches written before this setting existed
+            del d["repetition_penalty"]
         return d
 
 

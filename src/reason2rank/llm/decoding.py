@@ -94,6 +94,19 @@ def _pick(
     return torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(-1).to(logits.device)
 
 
+def _penalise_repeats(
+    logits: torch.Tensor, generated: Sequence[Sequence[int]], penalty: float
+) -> torch.Tensor:
+    """``logits`` with each row's already generated tokens made less likely by ``penalty``."""
+    logits = logits.clone()
+    for i, toks in enumerate(generated):
+        if toks:
+            idx = torch.tensor(sorted(set(toks)), dtype=torch.long, device=logits.device)
+            seen = logits[i, idx]
+            logits[i, idx] = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits
+
+
 def decode(
     model: Any,
     prompts: Sequence[Sequence[int]],
@@ -108,13 +121,16 @@ def decode(
     tokenizer: Any = None,
     share_prefix: bool = True,
     constraints: Any = None,
+    repetition_penalty: float | None = None,
 ) -> list[Decoded]:
     """Generate a continuation of every prompt (token id lists) in one batch; see the module docstring.
 
     ``stop`` strings need ``tokenizer`` (to read the text generated so far). Sampling (``temperature > 0``)
     draws from a generator seeded with ``seed`` (a fresh one per call), so a seeded call is reproducible.
     ``constraints`` (``llm.constraints.RowConstraints``) limits each constrained row to the tokens its grammar
-    allows at every step; a row whose grammar has ended stops.
+    allows at every step; a row whose grammar has ended stops. ``repetition_penalty`` (> 1) divides the positive
+    logits (multiplies the negative ones) of the tokens a row has generated so far, as in CTRL (Keskar et al.,
+    2019) and transformers' ``RepetitionPenaltyLogitsProcessor``, but over the answer only, not the prompt.
     """
     if not prompts:
         return []
@@ -149,6 +165,8 @@ def decode(
         finish: list[str | None] = [None] * n
         stopped_by: list[str | None] = [None] * n
         for step in range(max_new_tokens):
+            if repetition_penalty is not None and repetition_penalty != 1.0:
+                logits = _penalise_repeats(logits, out, repetition_penalty)
             if constraints is not None:
                 logits = constraints.mask(logits, [f is None for f in finish])
             nxt = _pick(logits, temperature, top_p, generator)

@@ -36,7 +36,7 @@ class TransformersBackend(Backend):
     is installed).
     """
 
-    supported_options = frozenset({"top_p", "seed", "stop", "prefix", "answer_regex"})
+    supported_options = frozenset({"top_p", "seed", "stop", "prefix", "answer_regex", "repetition_penalty"})
 
     def __init__(
         self,
@@ -196,6 +196,7 @@ class TransformersBackend(Backend):
             top_p=options.get("top_p"),
             seed=options.get("seed"),
             stop=tuple(options.get("stop", ())),
+            repetition_penalty=options.get("repetition_penalty"),
         )
 
     def generate_ids(
@@ -209,6 +210,7 @@ class TransformersBackend(Backend):
         seed: int | None = None,
         stop: tuple[str, ...] = (),
         constraints: Sequence[Any] | None = None,
+        repetition_penalty: float | None = None,
     ) -> list[GenerationResult]:
         """``generate`` for prompts already tokenised (the causal-LM family builds its own, cut to fit);
         ``constraints``: a ``llm.constraints.Constraint`` or ``None`` per prompt."""
@@ -242,6 +244,7 @@ class TransformersBackend(Backend):
                     tokenizer=self.tokenizer,
                     share_prefix=self.share_prefix,
                     constraints=row_rules,
+                    repetition_penalty=repetition_penalty,
                 )
             except (RuntimeError, MemoryError) as e:
                 if self.device.type != "cuda" or not is_out_of_memory(e):

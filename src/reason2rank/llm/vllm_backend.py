@@ -32,6 +32,8 @@ def sampling_kwargs(
         kw["seed"] = int(options["seed"])
     if options.get("stop"):
         kw["stop"] = list(options["stop"])
+    if options.get("repetition_penalty") is not None:
+        kw["repetition_penalty"] = float(options["repetition_penalty"])
     if json_schema is not None:
         kw["structured_outputs"] = {"json": dict(json_schema)}
     return kw
@@ -44,7 +46,7 @@ class VLLMBackend(Backend):
     ``dtype``, ...); ``enable_prefix_caching`` defaults to True. Pass ``llm=`` to use an engine you built.
     """
 
-    supported_options = frozenset({"top_p", "seed", "stop", "prefix"})
+    supported_options = frozenset({"top_p", "seed", "stop", "prefix", "repetition_penalty"})
 
     def __init__(self, model: str, *, llm: Any = None, name: str | None = None, **engine_kwargs: Any) -> None:
         self.model = str(model)

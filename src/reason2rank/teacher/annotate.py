@@ -8,7 +8,8 @@ already in the store.
 Per item, an answer that does not parse or breaks the schema is asked again (up to ``max_tries`` in all)
 with the bad answer and the error shown to the teacher; a greedy teacher's retries are *sampled*
 (``RETRY_TEMPERATURE``, a seed per item and try), since the same prompt at temperature 0 gives the same tokens
-again; each attempt records what changed. After the last try the item is stored as ``failed`` with every raw
+again, and every retry carries a repetition penalty where the backend takes one
+(``RETRY_REPETITION_PENALTY``: a small model's failed answers mostly loop); each attempt records what changed. After the last try the item is stored as ``failed`` with every raw
 answer. Each record says how its answer was obtained (``decoding``): ``constrained`` (decoded under the task's
 JSON schema, valid by construction), ``repaired`` (free text the parser had to repair) or ``free``. A request the backend could not complete at all (network down, HTTP
 401, ...) stores nothing: it is counted under ``errors`` and is asked again by the next run.
@@ -65,6 +66,8 @@ RETRY_MESSAGE = (
 _RAW_ECHO_CHARS = 4000  # how much of a bad answer is shown back to the teacher
 #: the temperature of a greedy teacher's retries (a different answer is possible; the same prompt at 0 is not)
 RETRY_TEMPERATURE = 0.7
+#: the repetition penalty of every retry, where the backend takes one (a small model's failed answers mostly loop)
+RETRY_REPETITION_PENALTY = 1.3
 #: the parser's repairs of free text (``extract_json``)
 _REPAIR_FLAGS = frozenset(
     {"think_removed", "code_fence", "surrounding_text", "python_literal", "trailing_comma"}
@@ -428,17 +431,32 @@ class Teacher:
                 )
             pending = [(job, ask) for job, ask in pending if not ask.final]
 
+    def _retry_penalty(self) -> float | None:
+        return (
+            RETRY_REPETITION_PENALTY if "repetition_penalty" in self.llm.backend.supported_options else None
+        )
+
     def _settings(self, job: _Job, ask: _Ask) -> GenerationSettings:
-        """The first try as configured; a greedy teacher's retries sampled (seeded by the item and the try)."""
-        if ask.tries == 0 or self.temperature > 0:
-            return GenerationSettings(self.max_new_tokens[job.task], self.temperature, json_schema=ask.schema)
+        """The first try as configured; retries with a repetition penalty where the backend takes one, and a
+        greedy teacher's retries sampled (seeded by the item and the try)."""
+        budget = self.max_new_tokens[job.task]
+        if ask.tries == 0:
+            return GenerationSettings(budget, self.temperature, json_schema=ask.schema)
+        if self.temperature > 0:
+            return GenerationSettings(
+                budget, self.temperature, json_schema=ask.schema, repetition_penalty=self._retry_penalty()
+            )
         seed = None
         if "seed" in self.llm.backend.supported_options:  # reproducible where the backend takes a seed
             seed = (
                 int(job.key[:8], 16) if all(c in "0123456789abcdef" for c in job.key[:8]) else 0
             ) + ask.tries
         return GenerationSettings(
-            self.max_new_tokens[job.task], RETRY_TEMPERATURE, seed=seed, json_schema=ask.schema
+            budget,
+            RETRY_TEMPERATURE,
+            seed=seed,
+            json_schema=ask.schema,
+            repetition_penalty=self._retry_penalty(),
         )
 
     def _on_result(
@@ -458,11 +476,12 @@ class Teacher:
             ask.tries += 1
             attempt: dict[str, Any] = {"raw": res.text, "error": None, "constrained": res.constrained}
             if ask.tries > 1:
-                attempt["change"] = (
-                    "the error shown"
-                    if self.temperature > 0
-                    else f"the error shown; sampled at temperature {RETRY_TEMPERATURE}"
-                )
+                changes = ["the error shown"]
+                if self.temperature == 0:
+                    changes.append(f"sampled at temperature {RETRY_TEMPERATURE}")
+                if self._retry_penalty():
+                    changes.append(f"repetition penalty {RETRY_REPETITION_PENALTY}")
+                attempt["change"] = "; ".join(changes)
             if ask.order is not None and self.pairs.swap:
                 attempt["order"] = ask.order
             if res.finish_reason == "length":
