@@ -50,7 +50,7 @@ def run(model: str, items, constrain: bool, args) -> dict:
             "listwise": args.listwise_max_new_tokens or args.max_new_tokens,
         }
         with Teacher(backend, store=Path(tmp) / "ann.jsonl", max_new_tokens=budget, max_tries=3,
-                     window=args.depth, max_words=args.max_words) as t:  # fmt: skip
+                     window=args.depth, max_words=args.max_words, quote_evidence=not args.free_evidence) as t:  # fmt: skip
             t.annotate(items, tasks=tuple(args.tasks.split(",")))
             records = list(t.store.records())
         seconds = time.perf_counter() - start
@@ -61,16 +61,23 @@ def run(model: str, items, constrain: bool, args) -> dict:
     for task, recs in sorted(by_task.items()):
         stored = [r for r in recs if r["status"] != "failed"]
         ev = []
+        quoted = given = 0  # answers with an evidence field at all / with a non-null one
         for r in stored:
             o = r["output"] or {}
-            if task == "direct" and o.get("evidence_found") is not None:
-                ev.append(o["evidence_found"])
-            for p in o.get("passages", []) if task == "listwise" else []:
-                if p.get("evidence_found") is not None:
-                    ev.append(p["evidence_found"])
+            found = (
+                [o.get("evidence_found")]
+                if task == "direct"
+                else [p.get("evidence_found") for p in o.get("passages", [])]
+            )
+            for f in found if task != "compare" else []:
+                given += 1
+                if f is not None:
+                    quoted += 1
+                    ev.append(f)
         first_try = sum(1 for r in stored if all(not a["error"] for a in r["attempts"]))
         out[task] = {"items": len(recs), "parsed": len(stored) / len(recs), "first_try": first_try / len(recs),
                      "evidence_in_doc": (sum(ev) / len(ev)) if ev else None,
+                     "evidence_given": (quoted / given) if given else None,
                      "decoding": {m: sum(r["decoding"] == m for r in recs) for m in ("constrained", "repaired", "free")},
                      "sample": (stored[0]["output"] if stored else recs[0]["attempts"][-1]["raw"][:300])}  # fmt: skip
     return {"constrain": constrain, "seconds": seconds, "s_per_item": seconds / max(len(records), 1),
@@ -88,6 +95,9 @@ def main() -> None:
     ap.add_argument("--tasks", default="direct,compare,listwise")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--only", default="constrained,free")
+    ap.add_argument(
+        "--free-evidence", action="store_true", help="constrained evidence as free text, not a quote"
+    )
     ap.add_argument("--json")
     args = ap.parse_args()
 
@@ -108,7 +118,9 @@ def main() -> None:
         print(f"\n{mode}: {r['items']} items, {r['s_per_item']:.1f} s/item")
         for task, t in r["tasks"].items():
             ev = f"{t['evidence_in_doc']:.0%}" if t["evidence_in_doc"] is not None else "-"
-            print(f"  {task:9s} items {t['items']:3d}  parsed {t['parsed']:6.1%}  evidence in doc {ev:>5s}  "
+            given = f"{t['evidence_given']:.0%}" if t["evidence_given"] is not None else "-"
+            print(f"  {task:9s} items {t['items']:3d}  parsed {t['parsed']:6.1%}  first try {t['first_try']:6.1%}  "
+                  f"evidence given {given:>4s}, in doc {ev:>5s}  "
                   f"decoding {t['decoding']}")  # fmt: skip
             print(f"    e.g. {json.dumps(t['sample'], ensure_ascii=False)[:240]}")
     if args.json:
