@@ -150,3 +150,23 @@ def test_unreachable_teacher_exits_1_and_stores_nothing(tmp_path, candidates, ca
     assert "errors 5 (of 5)" in err and "connection error" in err
     assert "rerun the same command to finish them" in err
     assert out.read_text() == ""
+
+
+def test_teach_budget_per_task_comparison_prompt_and_free_evidence(tmp_path, candidates, capsys):
+    out = tmp_path / "ann.jsonl"
+    with MockChatServer() as server:
+        argv = [
+            "--teacher", f"openai:mock@{server.url}", "--candidates", str(candidates), "--out", str(out),
+            "--tasks", "direct,compare", "--pair-budget", "1", "--max-new-tokens", "300,compare=120",
+            "--comparison-prompt", "justify", "--free-evidence",
+        ]  # fmt: skip
+        assert teach(argv) == 0
+        direct = [r for r in server.requests if "Document A" not in r["messages"][-1]["content"]]
+        compare = [r for r in server.requests if "Document A" in r["messages"][-1]["content"]]
+    assert {r["max_tokens"] for r in direct} == {300} and {r["max_tokens"] for r in compare} == {120}
+    assert all("ranked above" in r["messages"][-1]["content"] for r in compare) and compare
+    evidence = direct[0]["response_format"]["json_schema"]["schema"]["properties"]["evidence"]
+    assert evidence["type"] == ["string", "null"]  # --free-evidence: not an enum of the document's sentences
+    with pytest.raises(SystemExit):
+        teach([*argv[:-1], "--max-new-tokens", "lots"])
+    assert "not a token budget" in capsys.readouterr().err
