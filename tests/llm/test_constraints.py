@@ -102,7 +102,9 @@ def test_a_constrained_teacher_never_fails_on_json_and_records_how_each_answer_c
         ]:  # a random model's answer may be a bad reason or cut by the budget, never broken
             if a["error"] and not a.get("truncated"):
                 assert "JSON" not in a["error"] and "missing field" not in a["error"], a["error"]
-        for a in r["attempts"][1:]:  # a greedy teacher's retry is sampled with a repetition penalty, and says so
+        for a in r["attempts"][
+            1:
+        ]:  # a greedy teacher's retry is sampled with a repetition penalty, and says so
             assert "sampled at temperature" in a["change"] and "repetition penalty 1.3" in a["change"]
         assert r["decoding"] == ("constrained" if r["status"] != "failed" else "free")
 
@@ -184,3 +186,18 @@ def test_evidence_constrained_to_the_documents_sentences_is_always_a_quote(backe
                         quotable_sentences(doc) if e["identifier"] == 1 else ["Bring cash for the market."]
                     )
     assert quotes > 0
+
+
+def test_the_compiled_grammar_cache_is_bounded_and_keeps_the_recent_ones(backend, monkeypatch):
+    from reason2rank.llm.constraints import Constraint, ConstraintCompiler
+
+    vocab = int(backend.model.config.get_text_config().vocab_size)
+    compiler = ConstraintCompiler.for_tokenizer(backend.tokenizer, vocab, backend.eos_token_ids)
+    monkeypatch.setattr(ConstraintCompiler, "MAX_COMPILED", 2)
+    schemas = [Constraint.json({"enum": [f"sentence {i}", None]}) for i in range(3)]
+    first = compiler.compile(schemas[0])
+    compiler.compile(schemas[1])
+    assert compiler.compile(schemas[0]) is first  # used again: now the most recent
+    compiler.compile(schemas[2])
+    assert len(compiler._compiled) == 2 and schemas[1] not in compiler._compiled
+    assert compiler.compile(schemas[0]) is first

@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -52,7 +53,12 @@ class Constraint:
 
 
 class ConstraintCompiler:
-    """Compiles constraints for one tokenizer (compiled grammars are kept: one compile per schema or regex)."""
+    """Compiles constraints for one tokenizer. The last ``MAX_COMPILED`` compiled grammars are kept (one compile per
+    schema or regex while it is in use; a teacher run has one schema per document, since evidence is one of the
+    document's sentences, so the cache is bounded, and so is xgrammar's own, to ``CACHE_LIMIT_BYTES``)."""
+
+    MAX_COMPILED = 256
+    CACHE_LIMIT_BYTES = 256 * 1024 * 1024
 
     _by_tokenizer: dict[tuple[Any, ...], ConstraintCompiler] = {}
     _lock = threading.Lock()
@@ -69,8 +75,8 @@ class ConstraintCompiler:
         self._tokenizer = tokenizer  # kept alive: compilers are found by the tokenizer's id
         stops = [int(t) for t in stop_token_ids] or None  # the model's end tokens end a complete answer
         self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size, stop_token_ids=stops)
-        self._compiler = xgr.GrammarCompiler(self.info)
-        self._compiled: dict[Constraint, Any] = {}
+        self._compiler = xgr.GrammarCompiler(self.info, cache_limit_bytes=self.CACHE_LIMIT_BYTES)
+        self._compiled: OrderedDict[Constraint, Any] = OrderedDict()
         # xgrammar's JSON strings admit raw control characters, which JSON (RFC 8259) does not: tokens holding
         # one are barred from JSON answers (compact JSON never needs them; an escaped "\\n" is printable)
         stop = set(self.info.stop_token_ids)
@@ -93,7 +99,10 @@ class ConstraintCompiler:
 
     def compile(self, constraint: Constraint) -> Any:
         """The compiled grammar of ``constraint`` (a clear error for a schema or regex xgrammar cannot take)."""
-        got = self._compiled.get(constraint)
+        with self._lock:
+            got = self._compiled.get(constraint)
+            if got is not None:
+                self._compiled.move_to_end(constraint)
         if got is None:
             try:
                 if constraint.kind == "json":
@@ -106,7 +115,10 @@ class ConstraintCompiler:
                 raise ValueError(
                     f"cannot compile the {constraint.kind} constraint {constraint.spec[:200]!r}: {e}"
                 ) from e
-            self._compiled[constraint] = got
+            with self._lock:
+                self._compiled[constraint] = got
+                while len(self._compiled) > self.MAX_COMPILED:
+                    self._compiled.popitem(last=False)
         return got
 
     def matcher(self, constraint: Constraint) -> Any:
