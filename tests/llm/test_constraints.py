@@ -201,3 +201,36 @@ def test_the_compiled_grammar_cache_is_bounded_and_keeps_the_recent_ones(backend
     compiler.compile(schemas[2])
     assert len(compiler._compiled) == 2 and schemas[1] not in compiler._compiled
     assert compiler.compile(schemas[0]) is first
+
+
+def test_constrained_answers_keep_the_schemas_key_order_and_a_reason_is_never_empty(backend):
+    from reason2rank.teacher.parsing import MIN_REASON_CHARS, task_schema
+
+    compare = task_schema(
+        "compare", max_new_tokens=40
+    )  # reasoning at most 72 chars: a random model closes it
+    compare["properties"]["reasoning"]["maxLength"] = 24
+    assert list(compare["properties"]) == ["reasoning", "preferred"]
+    for seed in range(5):
+        for res in backend.generate(
+            PROMPTS, json_schema=compare, max_new_tokens=64, temperature=1.0, seed=seed
+        ):
+            assert res.finish_reason == "stop", res
+            assert res.text.startswith('{"reasoning":'), res.text  # the reason first, then the verdict
+            assert MIN_REASON_CHARS <= len(json.loads(res.text)["reasoning"]) <= 24
+
+
+def test_utf8_tables_bar_surrogates_and_overlong_forms_across_tokens():
+    from reason2rank.llm.constraints import _Utf8Tables
+
+    vocab = [b"a", b"\xed", b"\xb4", b"\x9f", b"\xe0", b"\xa0\x80", b"\xed\xb4\xb0", b"\xe2\x82\xac"]
+    t = _Utf8Tables(vocab, set())
+    assert t.allowed[0, 6].item() is False  # ED B4 B0 (a surrogate) in one token
+    assert t.allowed[0, 7].item() is True  # the euro sign
+    pending, lead = t.after(0, None, 1)  # ED: two continuation bytes pending, the first in 80-9F
+    assert (pending, lead) == (2, 0xED)
+    banned = t.banned(pending, lead, len(vocab))
+    assert banned[2].item() and not banned[3].item()  # B4 after ED is a surrogate, 9F is fine
+    assert t.after(pending, lead, 3) == (1, None)
+    pending, lead = t.after(0, None, 4)  # E0 wants A0-BF next (no overlong form)
+    assert not t.banned(pending, lead, len(vocab))[5].item() and t.banned(pending, lead, len(vocab))[3].item()

@@ -203,7 +203,7 @@ def test_evidence_is_one_of_the_shown_sentences_or_null():
 def test_listwise_answer_sentences_come_from_the_entrys_own_passage():
     other = "Flea markets open every Sunday in the square. Bring cash."
     schema = task_schema("listwise", num=2, max_new_tokens=512, shown=[DOC, other])
-    base = {"direct_reason": "says how long it lasts", "listwise_reason": "more on topic"}
+    base = {"direct_reason": "says how long it lasts", "listwise_reason": "more on topic than two"}
     good = {"ranked_passages": [{"identifier": 1, **base, "direct_answer_sentence": "Larvae feed on debris."},
                                 {"identifier": 2, **base, "direct_answer_sentence": None}]}  # fmt: skip
     jsonschema.validate(good, schema)

@@ -43,8 +43,9 @@ class Constraint:
 
     @classmethod
     def json(cls, schema: Mapping[str, Any]) -> Constraint:
-        """A JSON-schema constraint."""
-        return cls("json", json.dumps(schema, sort_keys=True))
+        """A JSON-schema constraint. The keys keep their order: xgrammar writes an object's properties in the order
+        the schema lists them, and that order is meaningful (the reasoning before the grade it leads to)."""
+        return cls("json", json.dumps(schema))
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:
@@ -126,54 +127,73 @@ class ConstraintCompiler:
         return self._xgr.GrammarMatcher(self.compile(constraint))
 
 
+#: lead bytes whose first continuation byte has a narrower range (RFC 3629: no overlong forms, no surrogates,
+#: nothing above U+10FFFF)
+_SECOND_BYTE = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F), 0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}
+
+
 class _Utf8Tables:
     """Keeps a byte-level answer valid UTF-8: xgrammar admits a multi-byte character cut short (a lead byte with
-    too few continuation bytes), which decodes to U+FFFD and breaks a schema's ``maxLength``. Per token: how many
-    continuation bytes it starts with, whether the rest is well formed, how many bytes its last character still
-    needs; ``allowed[r]`` is the tokens that may follow when ``r`` continuation bytes are pending."""
+    too few continuation bytes) or ill formed (an overlong form or a surrogate such as ED B4 B0), which decodes to
+    U+FFFD and breaks a schema's ``maxLength``. Per token: how many continuation bytes it starts with, whether the
+    rest is well formed, how many bytes its last character still needs and whether that character's lead byte
+    narrows the next byte; ``allowed[r]`` is the tokens that may follow when ``r`` continuation bytes are pending,
+    ``second_ok[lead]`` those whose first byte may follow ``lead``."""
 
     def __init__(self, vocab: Sequence[bytes], stop: set[int]) -> None:
         n = len(vocab)
-        self.next_pending: list[tuple[int, int] | None] = [None] * n  # (kind, value): see ``after``
+        # (kind, value, lead): see ``after``
+        self.next_pending: list[tuple[int, int, int | None] | None] = [None] * n
         allowed = torch.zeros((4, n), dtype=torch.bool)
+        first = torch.full((n,), -1, dtype=torch.long)
         for i, b in enumerate(vocab):
             if i in stop or not b:  # special tokens (empty bytes): free, when no character is open
                 allowed[0, i] = True
-                self.next_pending[i] = (0, 0)
+                self.next_pending[i] = (0, 0, None)
                 continue
+            first[i] = b[0]
             head = 0
             while head < len(b) and 0x80 <= b[head] <= 0xBF:
                 head += 1
             if head == len(b):  # only continuation bytes: fits when at most ``r`` are pending
                 for r in range(head, 4):
                     allowed[r, i] = True
-                self.next_pending[i] = (1, head)
+                self.next_pending[i] = (1, head, None)
                 continue
-            need, ok, k = 0, head <= 3, head
+            need, ok, k, lead = 0, head <= 3, head, None
             while ok and k < len(b):
                 c = b[k]
                 if need:
-                    ok, need = 0x80 <= c <= 0xBF, need - 1
+                    lo, hi = _SECOND_BYTE.get(lead, (0x80, 0xBF)) if lead is not None else (0x80, 0xBF)
+                    ok, need, lead = lo <= c <= hi, need - 1, None
                 elif c < 0x80:
                     pass
                 elif 0xC2 <= c <= 0xDF:
                     need = 1
                 elif 0xE0 <= c <= 0xEF:
-                    need = 2
+                    need, lead = 2, (c if c in _SECOND_BYTE else None)
                 elif 0xF0 <= c <= 0xF4:
-                    need = 3
+                    need, lead = 3, (c if c in _SECOND_BYTE else None)
                 else:
                     ok = False
                 k += 1
             if ok:
                 allowed[head, i] = True
-                self.next_pending[i] = (0, need)
+                self.next_pending[i] = (0, need, lead)
         self.allowed = allowed
+        self.second_ok = {lead: (first >= lo) & (first <= hi) for lead, (lo, hi) in _SECOND_BYTE.items()}
 
-    def after(self, pending: int, token: int) -> int:
-        """Continuation bytes pending after ``token``."""
-        kind, value = self.next_pending[token] or (0, 0)
-        return pending - value if kind == 1 else value
+    def after(self, pending: int, lead: int | None, token: int) -> tuple[int, int | None]:
+        """Continuation bytes pending after ``token``, and the lead byte that narrows the next one (or ``None``)."""
+        kind, value, new_lead = self.next_pending[token] or (0, 0, None)
+        return (pending - value, None) if kind == 1 else (value, new_lead)
+
+    def banned(self, pending: int, lead: int | None, width: int) -> torch.Tensor:
+        """The tokens (of the first ``width``) that may not come next."""
+        ok = self.allowed[pending, :width]
+        if lead is not None:
+            ok = ok & self.second_ok[lead][:width]
+        return ~ok
 
 
 class RowConstraints:
@@ -189,6 +209,7 @@ class RowConstraints:
         self.control_token_ids = compiler.control_token_ids
         self.utf8 = compiler.utf8
         self.pending = [0] * len(self.matchers)
+        self.lead: list[int | None] = [None] * len(self.matchers)
         self.rows = [i for i, m in enumerate(self.matchers) if m is not None]
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), compiler.info.vocab_size)
 
@@ -204,7 +225,7 @@ class RowConstraints:
         self._xgr.apply_token_bitmask_inplace(out, self.bitmask.to(out.device), indices=rows)
         width = min(out.shape[1], self.utf8.allowed.shape[1])
         for i in rows:  # a multi-byte character that was started must be finished, and well formed
-            bad = ~self.utf8.allowed[self.pending[i], :width].to(out.device)
+            bad = self.utf8.banned(self.pending[i], self.lead[i], width).to(out.device)
             out[i, :width] = out[i, :width].masked_fill(bad, float("-inf"))
         json_rows = [i for i in self.json_rows if active[i]]
         if json_rows and len(self.control_token_ids):
@@ -220,7 +241,7 @@ class RowConstraints:
                 raise RuntimeError(
                     f"the constrained row {row} generated token {token}, which its grammar rejects"
                 )
-            self.pending[row] = self.utf8.after(self.pending[row], int(token))
+            self.pending[row], self.lead[row] = self.utf8.after(self.pending[row], self.lead[row], int(token))
 
     def done(self, row: int) -> bool:
         """Whether ``row``'s grammar has ended (its answer is complete)."""

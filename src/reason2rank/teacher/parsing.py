@@ -177,10 +177,15 @@ def _pythonise(s: str) -> str:
 
 # -- schemas -------------------------------------------------------------------------------------------
 
+#: the shortest reason a schema admits (an empty string or a bare label is not a reason; validation still checks
+#: words and loops)
+MIN_REASON_CHARS = 16
+_REASON: dict[str, Any] = {"type": "string", "minLength": MIN_REASON_CHARS}
+
 DIRECT_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reasoning": {"type": "string"},
+        "reasoning": _REASON,
         "evidence": {"type": ["string", "null"]},
         "relevance": {"type": "integer", "enum": [0, 1, 2, 3]},
     },
@@ -191,7 +196,7 @@ DIRECT_SCHEMA: dict[str, Any] = {
 COMPARE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "reasoning": {"type": "string"},
+        "reasoning": _REASON,
         "preferred": {"type": "string", "enum": ["A", "B", "tie"]},
     },
     "required": ["reasoning", "preferred"],
@@ -206,7 +211,7 @@ def listwise_schema(
     ranking of the window), each string at most ``max_chars`` characters where given. With ``sentences`` (the
     quotable sentences of each passage, ``quotable_sentences``), an entry's ``direct_answer_sentence`` is one of its
     own passage's sentences or null: an entry is then one of ``num`` shapes, one per identifier."""
-    text = _bounded({"type": "string"}, max_chars)
+    text = _bounded(_REASON, max_chars)
 
     def entry(ids: list[int], sentence: dict[str, Any]) -> dict[str, Any]:
         return {
@@ -309,7 +314,12 @@ def task_schema(
 
 
 def _bounded(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
-    return {**schema, "maxLength": max_chars} if max_chars is not None else dict(schema)
+    if max_chars is None:
+        return dict(schema)
+    out = {**schema, "maxLength": max_chars}
+    if 2 * out.get("minLength", 0) > max_chars:  # a bound this tight (a toy budget) drops the shortest reason
+        del out["minLength"]
+    return out
 
 
 def _require_dict(obj: Any) -> dict[str, Any]:
