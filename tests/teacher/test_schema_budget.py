@@ -143,6 +143,43 @@ def test_the_teacher_asks_each_task_with_its_budget_and_a_schema_bounded_by_it()
     assert by_kind == {"direct": {200}, "compare": {200}, "listwise": {700}}
 
 
+class CutByTheBudget(RecordsSettings):
+    """Every answer is a constrained one cut by the token budget (finish_reason "length")."""
+
+    name = "cut-by-the-budget"
+
+    def generate(self, messages, *, on_result=None, json_schema=None, max_new_tokens=1024, temperature=0.0):
+        super().generate(messages, json_schema=json_schema, max_new_tokens=max_new_tokens)
+        return [GenerationResult(text='{"reasoning": "The passage', finish_reason="length", constrained=True)
+                for _ in messages]  # fmt: skip
+
+
+def test_a_retry_after_a_constrained_answer_ran_out_of_tokens_bounds_its_strings_tighter():
+    from reason2rank.teacher.annotate import TIGHTER_CHANGE, TIGHTER_CHARS_PER_TOKEN
+
+    backend = CutByTheBudget()
+    docs = [Doc(f"d{i}", f"fleas live {i} weeks in warm homes") for i in range(3)]
+    with Teacher(backend, max_new_tokens={"default": 200, "listwise": 700}, window=3, max_tries=3) as t:
+        t.annotate([(Query("q", "flea life"), docs)], tasks=("direct", "listwise"))
+        records = {r["task"]: r for r in t.store.records()}
+    direct = [
+        s["properties"]["reasoning"]["maxLength"] for _, s in backend.seen if "relevance" in s["properties"]
+    ]
+    listwise = [s["properties"]["ranked_passages"]["items"]["anyOf"][0]["properties"]["direct_reason"]["maxLength"]
+                for _, s in backend.seen if "ranked_passages" in s["properties"]]  # fmt: skip
+    loose, tight = string_budget("direct", 200), string_budget("direct", 200, 1, TIGHTER_CHARS_PER_TOKEN)
+    assert tight < loose and direct == [loose] * 3 + [tight] * 6  # 3 documents: tightened once, then kept
+    assert listwise == [string_budget("listwise", 700, 3), *[string_budget("listwise", 700, 3, 1.5)] * 2]
+    for r in records.values():
+        assert r["status"] == "failed" and r["decoding"] == "constrained"
+        assert all(a["truncated"] for a in r["attempts"])
+        assert (
+            TIGHTER_CHANGE in r["attempts"][1]["change"] and TIGHTER_CHANGE not in r["attempts"][2]["change"]
+        )
+    with pytest.raises(ValueError, match="chars_per_token must be > 0"):
+        string_budget("direct", 200, 1, 0)
+
+
 def test_the_teacher_takes_a_budget_per_task_and_names_a_bad_one():
     assert _task_budgets(256) == {"direct": 256, "compare": 256, "listwise": 256}
     assert _task_budgets({"default": 200, "listwise": 700}) == {

@@ -9,7 +9,9 @@ Per item, an answer that does not parse or breaks the schema is asked again (up 
 with the bad answer and the error shown to the teacher; a greedy teacher's retries are *sampled*
 (``RETRY_TEMPERATURE``, a seed per item and try), since the same prompt at temperature 0 gives the same tokens
 again, and every retry carries a repetition penalty where the backend takes one
-(``RETRY_REPETITION_PENALTY``: a small model's failed answers mostly loop); each attempt records what changed. After the last try the item is stored as ``failed`` with every raw
+(``RETRY_REPETITION_PENALTY``: a small model's failed answers mostly loop); after a constrained answer that ran
+out of tokens the retry's strings are bounded at half the length (``TIGHTER_CHARS_PER_TOKEN``: the answer spent
+more tokens per character than the bound assumed). Each attempt records what changed. After the last try the item is stored as ``failed`` with every raw
 answer. Each record says how its answer was obtained (``decoding``): ``constrained`` (decoded under the task's
 JSON schema, valid by construction), ``repaired`` (free text the parser had to repair) or ``free``. A request the backend could not complete at all (network down, HTTP
 401, ...) stores nothing: it is counted under ``errors`` and is asked again by the next run.
@@ -21,7 +23,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +37,7 @@ from reason2rank.progress import progress_bar
 from reason2rank.reranker import prepare_items
 from reason2rank.teacher.pairs import PairPolicy, select_pairs
 from reason2rank.teacher.parsing import (
+    CHARS_PER_TOKEN,
     ParseError,
     evidence_in_text,
     extract_json,
@@ -68,6 +71,9 @@ _RAW_ECHO_CHARS = 4000  # how much of a bad answer is shown back to the teacher
 RETRY_TEMPERATURE = 0.7
 #: the repetition penalty of every retry, where the backend takes one (a small model's failed answers mostly loop)
 RETRY_REPETITION_PENALTY = 1.3
+#: characters per token assumed for the string bounds of a retry after a constrained answer ran out of tokens
+TIGHTER_CHARS_PER_TOKEN = CHARS_PER_TOKEN / 2
+TIGHTER_CHANGE = "strings bounded at half the length (the last answer ran out of tokens)"
 #: the parser's repairs of free text (``extract_json``)
 _REPAIR_FLAGS = frozenset(
     {"think_removed", "code_fence", "surrounding_text", "python_literal", "trailing_comma"}
@@ -93,6 +99,16 @@ class _Ask:
     flags: list[str] = field(default_factory=list)
     final: bool = False
     transport_error: str | None = None
+    #: the schema with tighter string bounds, for a retry after a constrained answer ran out of tokens
+    tighter: Callable[[], dict[str, Any]] | None = None
+    change: str | None = None  # what the next attempt changes beyond the usual retry
+
+    def tighten(self) -> None:
+        """Bound the next attempt's strings tighter (once)."""
+        if self.tighter is not None:
+            self.schema = self.tighter()
+            self.tighter = None
+            self.change = TIGHTER_CHANGE
 
     def next_messages(self) -> Messages:
         if not self.attempts:
@@ -117,6 +133,21 @@ class _Job:
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     finished: bool = False
+
+
+def _schemas(
+    task: str, budget: int, *, num: int = 1, shown: Sequence[str] | None = None
+) -> Callable[[float], dict[str, Any]]:
+    """The task's schema as a function of the characters per token its string bounds assume."""
+
+    def schema(chars_per_token: float) -> dict[str, Any]:
+        return task_schema(task, num=num, max_new_tokens=budget, shown=shown, chars_per_token=chars_per_token)
+
+    return schema
+
+
+def _tighter(schema: Callable[[float], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    return lambda: schema(TIGHTER_CHARS_PER_TOKEN)
 
 
 class Teacher:
@@ -376,22 +407,23 @@ class Teacher:
         if task == "direct":
             messages, shown_doc = render_direct(tpl, q, docs[0], self.cutter)
             quote = [shown_doc] if self.quote_evidence else None
-            asks = [
-                _Ask(messages, [shown_doc], docs, task_schema("direct", max_new_tokens=budget, shown=quote))
-            ]
+            schema = _schemas("direct", budget, shown=quote)
+            asks = [_Ask(messages, [shown_doc], docs, schema(CHARS_PER_TOKEN), tighter=_tighter(schema))]
         elif task == "compare":
             a, b = docs
             messages, shown = render_compare(tpl, q, a, b, self.cutter)
-            schema = task_schema("compare", max_new_tokens=budget)
-            asks = [_Ask(messages, shown, [a, b], schema, order="AB")]
+            schema = _schemas("compare", budget)
+            asks = [_Ask(messages, shown, [a, b], schema(CHARS_PER_TOKEN), "AB", tighter=_tighter(schema))]
             if self.pairs.swap:
                 messages2, shown2 = render_compare(tpl, q, b, a, self.cutter)
-                asks.append(_Ask(messages2, shown2, [b, a], schema, order="BA"))
+                asks.append(
+                    _Ask(messages2, shown2, [b, a], schema(CHARS_PER_TOKEN), "BA", tighter=_tighter(schema))
+                )
         else:
             messages, shown = render_listwise(tpl, q, docs, self.cutter)
             quotes = shown if self.quote_evidence else None
-            schema = task_schema("listwise", num=len(docs), max_new_tokens=budget, shown=quotes)
-            asks = [_Ask(messages, shown, docs, schema)]
+            schema = _schemas("listwise", budget, num=len(docs), shown=quotes)
+            asks = [_Ask(messages, shown, docs, schema(CHARS_PER_TOKEN), tighter=_tighter(schema))]
         return _Job(task, key, q, docs, asks, options)
 
     def _run_chunk(self, jobs: list[_Job], summary: RunSummary, counts: TaskCounts, bar: Any) -> None:
@@ -481,11 +513,16 @@ class Teacher:
                     changes.append(f"sampled at temperature {RETRY_TEMPERATURE}")
                 if self._retry_penalty():
                     changes.append(f"repetition penalty {RETRY_REPETITION_PENALTY}")
+                if ask.change:
+                    changes.append(ask.change)
+                    ask.change = None
                 attempt["change"] = "; ".join(changes)
             if ask.order is not None and self.pairs.swap:
                 attempt["order"] = ask.order
             if res.finish_reason == "length":
                 attempt["truncated"] = True
+                if res.constrained:
+                    ask.tighten()
             try:
                 ask.output, ask.flags = self._parse(job.task, ask, res.text)
                 ask.final = True
@@ -546,7 +583,7 @@ class Teacher:
         else:
             status, output = "ok", job.asks[0].output
         final = [a.attempts[-1] for a in job.asks if a.attempts]
-        if parsed and final and all(att.get("constrained") for att in final):
+        if final and all(att.get("constrained") for att in final):  # a failed constrained answer too
             decoding = "constrained"
         elif parsed and any(f in _REPAIR_FLAGS for f in flags):
             decoding = "repaired"

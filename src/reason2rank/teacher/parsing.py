@@ -278,28 +278,38 @@ _JSON_OVERHEAD = {"direct": (24, 0), "compare": (16, 0), "listwise": (10, 28)}
 _STRINGS = {"direct": (2, 0), "compare": (1, 0), "listwise": (0, 3)}
 
 
-def string_budget(task: str, max_new_tokens: int, num: int = 1) -> int:
+def string_budget(
+    task: str, max_new_tokens: int, num: int = 1, chars_per_token: float = CHARS_PER_TOKEN
+) -> int:
     """The characters each free-text field of a ``task`` answer (over ``num`` passages for ``listwise``) may
     hold so that the whole JSON fits in ``max_new_tokens``: the budget less the JSON's own tokens, shared by the
-    strings, at ``CHARS_PER_TOKEN``, and never under ``MIN_STRING_CHARS``. Without such a bound a constrained
-    small model can stay inside one string until the budget cuts the JSON (no answer at all)."""
+    strings, at ``chars_per_token`` (``CHARS_PER_TOKEN`` unless a retry tightens it), and never under
+    ``MIN_STRING_CHARS``. Without such a bound a constrained small model can stay inside one string until the
+    budget cuts the JSON (no answer at all)."""
+    if chars_per_token <= 0:
+        raise ValueError(f"chars_per_token must be > 0, got {chars_per_token}")
     if task not in _JSON_OVERHEAD:
         raise ValueError(f"unknown teacher task {task!r}; expected one of {sorted(_JSON_OVERHEAD)}")
     fixed, per = _JSON_OVERHEAD[task]
     s_fixed, s_per = _STRINGS[task]
     strings = s_fixed + s_per * num
     free_tokens = max_new_tokens - fixed - per * num
-    return max(MIN_STRING_CHARS, free_tokens * CHARS_PER_TOKEN // strings)
+    return max(MIN_STRING_CHARS, int(free_tokens * chars_per_token) // strings)
 
 
 def task_schema(
-    task: str, *, num: int = 1, max_new_tokens: int | None = None, shown: Sequence[str] | None = None
+    task: str,
+    *,
+    num: int = 1,
+    max_new_tokens: int | None = None,
+    shown: Sequence[str] | None = None,
+    chars_per_token: float = CHARS_PER_TOKEN,
 ) -> dict[str, Any]:
     """The JSON schema that constrains a ``task`` answer; with ``max_new_tokens``, each string is bounded by
-    ``string_budget`` so a constrained answer always closes inside the budget; with ``shown`` (the document
+    ``string_budget`` (at ``chars_per_token``) so a constrained answer closes inside the budget; with ``shown`` (the document
     texts the prompt shows), the evidence of a direct answer and the answer sentence of each listwise entry must
     be one of that document's ``quotable_sentences`` (or null)."""
-    chars = string_budget(task, max_new_tokens, num) if max_new_tokens is not None else None
+    chars = string_budget(task, max_new_tokens, num, chars_per_token) if max_new_tokens is not None else None
     quotes = [quotable_sentences(t, chars) for t in shown] if shown is not None else None
     if task == "listwise":
         return listwise_schema(num, chars, quotes)
