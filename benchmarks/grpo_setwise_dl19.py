@@ -235,9 +235,10 @@ def main() -> int:
         sw = r.get("setwise")
         ndcg = f"{sw['ndcg10']:.4f} | {sw['unparsed']}/{sw['comparisons']}" if sw else "- | -"
         print(f"| {name} | {r['answers']['format_valid']:.3f} | {r['answers']['reward']:.3f} | {ndcg} |")
-    print(
-        f"BM25 nDCG@10 on the held-out queries: {b['setwise']['bm25_ndcg10']:.4f}; GRPO steps {result.steps}"
-    )
+    bm25 = next((r["setwise"]["bm25_ndcg10"] for _, r in rows if r.get("setwise")), None)
+    if bm25 is not None:
+        print(f"BM25 nDCG@10 on the held-out queries: {bm25:.4f}")
+    print(f"GRPO steps {result.steps}")
     return 0
 
 

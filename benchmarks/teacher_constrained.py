@@ -79,7 +79,11 @@ def run(model: str, items, constrain: bool, args) -> dict:
                      "evidence_in_doc": (sum(ev) / len(ev)) if ev else None,
                      "evidence_given": (quoted / given) if given else None,
                      "decoding": {m: sum(r["decoding"] == m for r in recs) for m in ("constrained", "repaired", "free")},
-                     "sample": (stored[0]["output"] if stored else recs[0]["attempts"][-1]["raw"][:300])}  # fmt: skip
+                     "sample": (stored[0]["output"] if stored else recs[0]["attempts"][-1]["raw"][:300]),
+                     "failures": [{"qid": r["qid"], "error": r["error"],
+                                   "truncated": [bool(a.get("truncated")) for a in r["attempts"]],
+                                   "last_raw": r["attempts"][-1]["raw"][-400:]}
+                                  for r in recs if r["status"] == "failed"]}  # fmt: skip
     return {"constrain": constrain, "seconds": seconds, "s_per_item": seconds / max(len(records), 1),
             "items": len(records), "tasks": out}  # fmt: skip
 
@@ -123,6 +127,8 @@ def main() -> None:
                   f"evidence given {given:>4s}, in doc {ev:>5s}  "
                   f"decoding {t['decoding']}")  # fmt: skip
             print(f"    e.g. {json.dumps(t['sample'], ensure_ascii=False)[:240]}")
+            for f in t["failures"]:
+                print(f"    failed {f['qid']}: {f['error']} (truncated per try: {f['truncated']})")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "isa": cpu_isa(), "rows": rows}, indent=2))
 
