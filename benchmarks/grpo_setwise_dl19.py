@@ -122,6 +122,11 @@ def main() -> int:
     )
     p.add_argument("--skip-before", action="store_true", help="reuse the before-training figures of OUT")
     p.add_argument(
+        "--ndcg-only",
+        action="store_true",
+        help="no training: the setwise nDCG@10 of the base model, OUT's warm-up and OUT's trained model",
+    )
+    p.add_argument(
         "--format-warmup-steps", type=int, default=0, help="format warm-up steps before GRPO (0: none)"
     )
     p.add_argument("--format-warmup-lr", type=float, default=2e-4)
@@ -158,6 +163,26 @@ def main() -> int:
         tmp = results_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(results, indent=1, default=str) + "\n")
         tmp.replace(results_file)
+
+    if args.ndcg_only:
+        models = [("before", base), ("warmup", str(out / "run" / "format_warmup")),
+                  ("after", str(out / "run" / "model"))]  # fmt: skip
+        for name, model_dir in models:
+            if name != "before" and not Path(model_dir).is_dir():
+                continue
+            t = time.time()
+            sw = setwise_ndcg(model_dir, test_items, qrels, args)
+            results.setdefault(name, {})["setwise"] = {**sw, "seconds": time.time() - t}
+            print(name, sw, f"{time.time() - t:.0f}s", file=sys.stderr, flush=True)
+            save()
+        print("| | setwise nDCG@10 | unparsed comparisons | seconds |\n|---|---|---|---|")
+        for name, _ in models:
+            if sw := results.get(name, {}).get("setwise"):
+                print(
+                    f"| {name} | {sw['ndcg10']:.4f} | {sw['unparsed']}/{sw['comparisons']} | {sw['seconds']:.0f} |"
+                )
+        print(f"BM25 nDCG@10 on the held-out queries: {sw['bm25_ndcg10']:.4f}")
+        return 0
 
     if not (args.skip_before and "before" in results):
         t = time.time()

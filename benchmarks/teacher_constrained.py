@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -33,6 +34,42 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
 
 from llm_strategies import DEFAULT_DATA, cpu_isa  # noqa: E402
+
+#: a reason whose word 3-grams come from the prompt's instructions at least this often restates them
+ECHO_SHARE = 0.5
+TEMPLATES = {"direct": "direct_v1", "compare": "compare_v1", "listwise": "listwise_v1"}
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[\W_]+", " ", text.lower()).split()
+
+
+def instruction_grams(task: str) -> set[tuple[str, ...]]:
+    """The word 3-grams of the teacher prompt's own text (its instructions, without the query and documents)."""
+    from importlib import resources
+
+    raw = (
+        resources.files("reason2rank.llm").joinpath("templates", TEMPLATES[task] + ".txt").read_text("utf-8")
+    )
+    lines = [ln for ln in raw.splitlines() if not ln.startswith(("#", "==="))]
+    words = _words(re.sub(r"\{\{[^}]*\}\}", " ", "\n".join(lines)))
+    return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
+
+
+def echoes(reason: str, grams: set[tuple[str, ...]]) -> bool:
+    """Whether most of ``reason``'s word 3-grams are the instructions' (a reason that restates the prompt)."""
+    w = _words(reason)
+    mine = [tuple(w[i : i + 3]) for i in range(len(w) - 2)]
+    return bool(mine) and sum(g in grams for g in mine) >= ECHO_SHARE * len(mine)
+
+
+def reasons_of(task: str, output: dict) -> list[str]:
+    """The free-text reasons of one stored answer."""
+    if task == "listwise":
+        return [
+            p[k] for p in output.get("passages", []) for k in ("direct_reason", "listwise_reason") if p.get(k)
+        ]
+    return [output["reasoning"]] if output.get("reasoning") else []
 
 
 def run(model: str, items, constrain: bool, args) -> dict:
@@ -54,6 +91,10 @@ def run(model: str, items, constrain: bool, args) -> dict:
             t.annotate(items, tasks=tuple(args.tasks.split(",")))
             records = list(t.store.records())
         seconds = time.perf_counter() - start
+        if args.keep_stores:
+            Path(args.keep_stores).mkdir(parents=True, exist_ok=True)
+            kept = Path(args.keep_stores) / f"{'constrained' if constrain else 'free'}.jsonl"
+            kept.write_text((Path(tmp) / "ann.jsonl").read_text(encoding="utf-8"), encoding="utf-8")
     by_task: dict[str, list[dict]] = defaultdict(list)
     for r in records:
         by_task[r["task"]].append(r)
@@ -75,9 +116,13 @@ def run(model: str, items, constrain: bool, args) -> dict:
                     quoted += 1
                     ev.append(f)
         first_try = sum(1 for r in stored if all(not a["error"] for a in r["attempts"]))
+        grams = instruction_grams(task)
+        reasons = [x for r in stored for x in reasons_of(task, r["output"] or {})]
+        echoed = sum(echoes(x, grams) for x in reasons)
         out[task] = {"items": len(recs), "parsed": len(stored) / len(recs), "first_try": first_try / len(recs),
                      "evidence_in_doc": (sum(ev) / len(ev)) if ev else None,
                      "evidence_given": (quoted / given) if given else None,
+                     "reasons": len(reasons), "reasons_echoing_prompt": (echoed / len(reasons)) if reasons else None,
                      "decoding": {m: sum(r["decoding"] == m for r in recs) for m in ("constrained", "repaired", "free")},
                      "sample": (stored[0]["output"] if stored else recs[0]["attempts"][-1]["raw"][:300]),
                      "failures": [{"qid": r["qid"], "error": r["error"],
@@ -103,6 +148,7 @@ def main() -> None:
         "--free-evidence", action="store_true", help="constrained evidence as free text, not a quote"
     )
     ap.add_argument("--json")
+    ap.add_argument("--keep-stores", help="keep each run's annotation store in this folder")
     args = ap.parse_args()
 
     import torch
@@ -126,6 +172,9 @@ def main() -> None:
             print(f"  {task:9s} items {t['items']:3d}  parsed {t['parsed']:6.1%}  first try {t['first_try']:6.1%}  "
                   f"evidence given {given:>4s}, in doc {ev:>5s}  "
                   f"decoding {t['decoding']}")  # fmt: skip
+            if t["reasons_echoing_prompt"] is not None:
+                print(f"    reasons restating the prompt (>= {ECHO_SHARE:.0%} of their word 3-grams): "
+                      f"{t['reasons_echoing_prompt']:.0%} of {t['reasons']}")  # fmt: skip
             print(f"    e.g. {json.dumps(t['sample'], ensure_ascii=False)[:240]}")
             for f in t["failures"]:
                 print(f"    failed {f['qid']}: {f['error']} (truncated per try: {f['truncated']})")
