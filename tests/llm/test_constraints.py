@@ -204,20 +204,23 @@ def test_the_compiled_grammar_cache_is_bounded_and_keeps_the_recent_ones(backend
 
 
 def test_constrained_answers_keep_the_schemas_key_order_and_a_reason_is_never_empty(backend):
-    from reason2rank.teacher.parsing import MIN_REASON_CHARS, task_schema
+    import re
 
-    compare = task_schema(
-        "compare", max_new_tokens=40
-    )  # reasoning at most 72 chars: a random model closes it
-    compare["properties"]["reasoning"]["maxLength"] = 24
+    from reason2rank.teacher.parsing import MIN_REASON_CHARS, check_reason, reason_pattern, task_schema
+
+    compare = task_schema("compare", max_new_tokens=40)
     assert list(compare["properties"]) == ["reasoning", "preferred"]
+    assert compare["properties"]["reasoning"]["pattern"] == reason_pattern(72)
+    compare["properties"]["reasoning"].update(maxLength=40, pattern=reason_pattern(40))  # a random model closes it
     for seed in range(5):
         for res in backend.generate(
             PROMPTS, json_schema=compare, max_new_tokens=64, temperature=1.0, seed=seed
         ):
             assert res.finish_reason == "stop", res
             assert res.text.startswith('{"reasoning":'), res.text  # the reason first, then the verdict
-            assert MIN_REASON_CHARS <= len(json.loads(res.text)["reasoning"]) <= 24
+            reason = json.loads(res.text)["reasoning"]
+            assert MIN_REASON_CHARS <= len(reason) <= 40 and re.search(reason_pattern(40), reason)
+            check_reason(reason, "reasoning")  # two words at least: never a label or a single token run
 
 
 def test_utf8_tables_bar_surrogates_and_overlong_forms_across_tokens():

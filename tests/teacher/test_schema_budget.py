@@ -31,8 +31,13 @@ PROSE = (
 
 def _fill(schema: dict, chars: int) -> str:
     """The longest English value for a bounded string of ``schema`` (cut at a word boundary)."""
+    import re
+
     limit = schema.get("maxLength", chars)
-    return PROSE[:limit].rsplit(" ", 1)[0]
+    text = PROSE[:limit].rsplit(" ", 1)[0]
+    while "pattern" in schema and not re.search(schema["pattern"], text):  # its first word is under the bound
+        text = text.rsplit(" ", 1)[0]
+    return text
 
 
 def _longest_answer(task: str, schema: dict, num: int) -> dict:

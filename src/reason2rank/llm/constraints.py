@@ -44,13 +44,24 @@ class Constraint:
     @classmethod
     def json(cls, schema: Mapping[str, Any]) -> Constraint:
         """A JSON-schema constraint. The keys keep their order: xgrammar writes an object's properties in the order
-        the schema lists them, and that order is meaningful (the reasoning before the grade it leads to)."""
-        return cls("json", json.dumps(schema))
+        the schema lists them, and that order is meaningful (the reasoning before the grade it leads to). A string
+        with a ``pattern`` loses its ``minLength``/``maxLength`` here: xgrammar ignores them beside a pattern (with
+        a warning per compile), so a schema that has both must say its bounds in the pattern too."""
+        return cls("json", json.dumps(_lengths_beside_patterns_dropped(schema)))
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:
         """A regular-expression constraint (the whole answer matches ``pattern``)."""
         return cls("regex", pattern)
+
+
+def _lengths_beside_patterns_dropped(schema: Any) -> Any:
+    if isinstance(schema, Mapping):
+        drop = {"minLength", "maxLength"} if "pattern" in schema else set()
+        return {k: _lengths_beside_patterns_dropped(v) for k, v in schema.items() if k not in drop}
+    if isinstance(schema, list):
+        return [_lengths_beside_patterns_dropped(v) for v in schema]
+    return schema
 
 
 class ConstraintCompiler:

@@ -323,12 +323,37 @@ def task_schema(
     return {**base, "properties": props}
 
 
+#: the longest first word the constrained pattern of a reason admits
+REASON_FIRST_WORD_CHARS = 24
+#: a word's first character in that pattern: not a space, a control character, a quote, a backslash or ASCII
+#: punctuation (so the validator counts it as a word)
+_WORD_START = r'[^\s"\\\x00-\x1f!-/:-@\[-`{-~]'
+
+
+def reason_pattern(max_chars: int) -> str | None:
+    """The regex a bounded reason matches: at least two words (the first of at most
+    ``REASON_FIRST_WORD_CHARS`` characters), ``MIN_REASON_CHARS`` to ``max_chars`` characters in all, no quote or
+    backslash (so the text needs no escapes). A length bound alone admits one 16-letter "word", which validation
+    then refuses: this makes a short or wordless reason impossible under constraints, not a failed try. ``None``
+    when ``max_chars`` is too small for the shape (the plain length bound is used then)."""
+    rest_max = max_chars - REASON_FIRST_WORD_CHARS - 2
+    rest_min = MIN_REASON_CHARS - 3
+    if rest_max < rest_min:
+        return None
+    return (
+        f'^{_WORD_START}[^\\s"\\\\\\x00-\\x1f]{{0,{REASON_FIRST_WORD_CHARS - 1}}} '
+        f'{_WORD_START}[^"\\\\\\x00-\\x1f]{{{rest_min},{rest_max}}}$'
+    )
+
+
 def _bounded(schema: dict[str, Any], max_chars: int | None) -> dict[str, Any]:
     if max_chars is None:
         return dict(schema)
     out = {**schema, "maxLength": max_chars}
     if 2 * out.get("minLength", 0) > max_chars:  # a bound this tight (a toy budget) drops the shortest reason
         del out["minLength"]
+    elif "minLength" in out and (pattern := reason_pattern(max_chars)) is not None:
+        out["pattern"] = pattern  # the lengths stay for other validators; xgrammar reads the pattern
     return out
 
 
