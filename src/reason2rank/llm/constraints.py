@@ -40,14 +40,20 @@ class Constraint:
 
     kind: str
     spec: str
+    #: keys whose values may not repeat in one answer, with the values allowed (``llm.distinct_values``)
+    distinct: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     @classmethod
     def json(cls, schema: Mapping[str, Any]) -> Constraint:
         """A JSON-schema constraint. The keys keep their order: xgrammar writes an object's properties in the order
         the schema lists them, and that order is meaningful (the reasoning before the grade it leads to). A string
         with a ``pattern`` loses its ``minLength``/``maxLength`` here: xgrammar ignores them beside a pattern (with
-        a warning per compile), so a schema that has both must say its bounds in the pattern too."""
-        return cls("json", json.dumps(_lengths_beside_patterns_dropped(schema)))
+        a warning per compile), so a schema that has both must say its bounds in the pattern too. An array marked
+        ``"x-r2r-distinct": KEY`` (``llm.distinct_values``) keeps its entries' KEY values distinct."""
+        from reason2rank.llm.distinct_values import distinct_keys
+
+        marks, plain = distinct_keys(schema)
+        return cls("json", json.dumps(_lengths_beside_patterns_dropped(plain)), marks)
 
     @classmethod
     def regex(cls, pattern: str) -> Constraint:
@@ -97,6 +103,16 @@ class ConstraintCompiler:
             [i for i, b in enumerate(vocab) if i not in stop and any(c < 0x20 for c in b)], dtype=torch.long
         )
         self.utf8 = _Utf8Tables(vocab, stop)
+        self._digit_tokens: Any = None
+
+    @property
+    def digit_tokens(self) -> Any:
+        """The vocabulary's tokens that start with digits (``llm.distinct_values.DigitTokens``), made on first use."""
+        if self._digit_tokens is None:
+            from reason2rank.llm.distinct_values import DigitTokens
+
+            self._digit_tokens = DigitTokens(self.info.decoded_vocab)
+        return self._digit_tokens
 
     @classmethod
     def for_tokenizer(
@@ -223,6 +239,14 @@ class RowConstraints:
         self.lead: list[int | None] = [None] * len(self.matchers)
         self.rows = [i for i, m in enumerate(self.matchers) if m is not None]
         self.bitmask = xgr.allocate_token_bitmask(len(self.matchers), compiler.info.vocab_size)
+        self.distinct: list[Any] = [None] * len(self.matchers)
+        for i, c in enumerate(constraints):
+            if c is not None and c.distinct:
+                from reason2rank.llm.distinct_values import DistinctValues
+
+                self.distinct[i] = DistinctValues(
+                    c.distinct, compiler.info.decoded_vocab, compiler.digit_tokens
+                )
 
     def mask(self, logits: torch.Tensor, active: Sequence[bool]) -> torch.Tensor:
         """``logits`` (rows × vocab) with the tokens each active constrained row may not take set to -inf."""
@@ -242,6 +266,15 @@ class RowConstraints:
         if json_rows and len(self.control_token_ids):
             ids = self.control_token_ids.to(out.device)
             out[torch.tensor(json_rows, device=out.device)[:, None], ids[None, :]] = float("-inf")
+        for i in rows:  # a value already written under a distinct key is not written again
+            guard = self.distinct[i]
+            banned = guard.banned() if guard is not None else None
+            if banned:
+                row = out[i].index_fill(
+                    0, torch.tensor(banned, dtype=torch.long, device=out.device), float("-inf")
+                )
+                if torch.isfinite(row).any():  # never a row with no token left (the grammar decides then)
+                    out[i] = row
         return out
 
     def accept(self, row: int, token: int) -> None:
@@ -253,6 +286,8 @@ class RowConstraints:
                     f"the constrained row {row} generated token {token}, which its grammar rejects"
                 )
             self.pending[row], self.lead[row] = self.utf8.after(self.pending[row], self.lead[row], int(token))
+            if self.distinct[row] is not None:
+                self.distinct[row].accept(int(token))
 
     def done(self, row: int) -> bool:
         """Whether ``row``'s grammar has ended (its answer is complete)."""

@@ -35,6 +35,7 @@ from typing import Any
 import httpx
 
 from reason2rank.llm.backend import Backend, GenerationResult, Messages, OnResult, schema_for
+from reason2rank.llm.distinct_values import server_schema
 from reason2rank.llm.reasoning import reasoning_field
 
 #: statuses worth retrying: rate limits, timeouts, conflicts and server errors
@@ -332,7 +333,7 @@ class OpenAIBackend(Backend):
         if schema is not None and fmt == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "answer", "schema": dict(schema), "strict": True},
+                "json_schema": {"name": "answer", "schema": server_schema(schema), "strict": True},
             }
         elif schema is not None and fmt == "json_object":
             payload["response_format"] = {"type": "json_object"}

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reason2rank.llm.backend import Backend, GenerationResult, Messages, OnResult, schema_for
+from reason2rank.llm.distinct_values import server_schema
 
 __all__ = ["VLLMBackend", "sampling_kwargs"]
 
@@ -35,7 +36,7 @@ def sampling_kwargs(
     if options.get("repetition_penalty") is not None:
         kw["repetition_penalty"] = float(options["repetition_penalty"])
     if json_schema is not None:
-        kw["structured_outputs"] = {"json": dict(json_schema)}
+        kw["structured_outputs"] = {"json": server_schema(json_schema)}
     return kw
 
 

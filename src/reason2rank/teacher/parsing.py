@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from reason2rank.explain.evidence import evidence_in_text
+from reason2rank.llm.distinct_values import DISTINCT_KEYWORD
 
 __all__ = [
     "COMPARE_SCHEMA",
@@ -235,7 +236,13 @@ def listwise_schema(
     return {
         "type": "object",
         "properties": {
-            "ranked_passages": {"type": "array", "minItems": num, "maxItems": num, "items": items}
+            "ranked_passages": {
+                "type": "array",
+                "minItems": num,
+                "maxItems": num,
+                "items": items,
+                DISTINCT_KEYWORD: "identifier",  # each passage once (a local constrained decoder enforces it)
+            }
         },
         "required": ["ranked_passages"],
         "additionalProperties": False,
