@@ -172,9 +172,17 @@ def main() -> None:
             "reason2rank ONNX Runtime int8": reason2rank.load(path, runtime="onnx", dtype="int8", **load),
         }
         try:
+            from reason2rank.onnx.openvino_model import OpenVINOEncoderModel
+
+            one = reason2rank.load(path, runtime="openvino", dtype="fp32", **load)
+            one.model = OpenVINOEncoderModel(
+                one.model.graph, one.model.config, streams=1
+            )  # as before streams
+            ours["reason2rank OpenVINO fp32, 1 stream"] = one
             ours["reason2rank OpenVINO fp32"] = reason2rank.load(
                 path, runtime="openvino", dtype="fp32", **load
             )
+            print(f"OpenVINO streams by default here: {ours['reason2rank OpenVINO fp32'].model.streams}")
             if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # else bf16 is emulated: no row
                 ours["reason2rank OpenVINO bf16"] = reason2rank.load(
                     path, runtime="openvino", dtype="bf16", **load

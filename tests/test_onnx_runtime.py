@@ -123,6 +123,27 @@ def test_openvino_runs_fp32_with_the_cores_as_threads_and_refuses_the_int8_graph
     assert reason2rank.load(exported_bert, dtype="int8", progress=False).runtime.runtime == "onnx"
 
 
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="OpenVINO is not installed")
+def test_openvino_streams_split_each_batch_and_give_the_one_request_scores(exported_bert):
+    from reason2rank.onnx.openvino_model import MAX_STREAMS, OpenVINOEncoderModel, default_streams
+
+    assert [default_streams(t) for t in (1, 2, 3, 16)] == [1, 2, 3, MAX_STREAMS]
+    model = reason2rank.load(exported_bert, runtime="openvino", batch_size=5, progress=False)
+    one = OpenVINOEncoderModel(model.model.graph, model.model.config, threads=2, streams=1)
+    many = OpenVINOEncoderModel(model.model.graph, model.model.config, threads=2, streams=3)
+    assert one._queue is None and many.streams == 3
+    tok = model.tokenizer(["a query"] * 7, [f"document {'word ' * i}" for i in range(7)], padding=True,
+                          return_tensors="pt")  # fmt: skip
+    for rows in (7, 2, 1):  # 3 slices of 3/2/2 rows, 2 slices of 1, one request
+        batch = {k: v[:rows] for k, v in tok.items() if k in one.input_names}
+        a, b = one(**batch).logits, many(**batch).logits
+        assert a.shape == b.shape == (rows, 1) and torch.equal(a, b)
+    torch_scores = _scores(reason2rank.load(exported_bert, **TORCH), _items())
+    np.testing.assert_allclose(_scores(model, _items()), torch_scores, atol=1e-4)
+    with pytest.raises(ValueError, match="streams must be >= 1"):
+        OpenVINOEncoderModel(model.model.graph, model.model.config, streams=0)
+
+
 def test_without_openvino_auto_uses_onnx_runtime_and_asking_for_it_says_how_to_install(
     exported_bert, monkeypatch
 ):
