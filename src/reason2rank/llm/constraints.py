@@ -269,10 +269,8 @@ class RowConstraints:
         for i in rows:  # a value already written under a distinct key is not written again
             guard = self.distinct[i]
             banned = guard.banned() if guard is not None else None
-            if banned:
-                row = out[i].index_fill(
-                    0, torch.tensor(banned, dtype=torch.long, device=out.device), float("-inf")
-                )
+            if banned is not None:
+                row = out[i].index_fill(0, banned.to(out.device), float("-inf"))
                 if torch.isfinite(row).any():  # never a row with no token left (the grammar decides then)
                     out[i] = row
         return out

@@ -69,8 +69,8 @@ class DigitTokens:
     def __init__(self, vocab: Sequence[bytes]) -> None:
         import torch
 
-        self.only: dict[str, list[int]] = {}  # digits and nothing else
-        self.then_more: dict[str, list[int]] = {}  # digits, then something that ends the number
+        only: dict[str, list[int]] = {}  # digits and nothing else
+        then_more: dict[str, list[int]] = {}  # digits, then something that ends the number
         non_digit: list[int] = []
         for i, b in enumerate(vocab):
             m = re.match(rb"[0-9]+", b)
@@ -79,7 +79,9 @@ class DigitTokens:
                     non_digit.append(i)
                 continue
             d = m.group().decode()
-            (self.only if m.end() == len(b) else self.then_more).setdefault(d, []).append(i)
+            (only if m.end() == len(b) else then_more).setdefault(d, []).append(i)
+        self.only = {d: torch.tensor(ids, dtype=torch.long) for d, ids in only.items()}
+        self.then_more = {d: torch.tensor(ids, dtype=torch.long) for d, ids in then_more.items()}
         self.non_digit = torch.tensor(non_digit, dtype=torch.long)
 
 
@@ -109,22 +111,21 @@ class DistinctValues:
         for m in self._done.finditer(self.text, max(0, before - 64)):
             self.used[m.group(1).decode()].add(m.group(2).decode())
 
-    def banned(self) -> list[int] | None:
-        """The tokens that would repeat a value, while the row is writing a marked key's value; else None."""
+    def banned(self) -> Any:
+        """The tokens (a LongTensor) that would repeat a value, while the row is writing a marked key's value;
+        else None."""
+        import torch
+
         m = self._value.search(self.text[-64:])
         if m is None:
             return None
         key, typed = m.group(1).decode(), m.group(2).decode()
         free = self.keys[key] - self.used[key]
-        out: list[int] = []
-        for d, ids in self.digits.only.items():  # the number may go on: some free value must start with it
-            if not any(v.startswith(typed + d) for v in free):
-                out += ids
-        for d, ids in self.digits.then_more.items():  # the number ends inside the token: it must be free
-            if typed + d not in free:
-                out += ids
-        if typed and typed not in free:  # a token without digits ends the number typed so far
-            out += self.digits.non_digit.tolist()
-        elif not typed and not free:  # nothing left to write (the grammar should not get here)
+        if not typed and not free:  # nothing left to write (the grammar should not get here)
             return None
-        return out
+        out = [ids for d, ids in self.digits.only.items()  # the number may go on: a free value must start so
+               if not any(v.startswith(typed + d) for v in free)]  # fmt: skip
+        out += [ids for d, ids in self.digits.then_more.items() if typed + d not in free]  # it ends: free?
+        if typed and typed not in free:  # a token without digits ends the number typed so far
+            out.append(self.digits.non_digit)
+        return torch.cat(out) if out else None
