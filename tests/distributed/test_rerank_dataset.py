@@ -20,6 +20,7 @@ import tiny_models  # noqa: E402
 from reason2rank import Doc, Query  # noqa: E402
 from reason2rank.data import write_trec_run  # noqa: E402
 from reason2rank.distributed import rank_mode, rerank_dataset  # noqa: E402
+from reason2rank.distributed.rerank import auto_pairs_per_call  # noqa: E402
 from reason2rank.distributed.rows import pairs_table  # noqa: E402
 
 
@@ -63,6 +64,7 @@ def test_pointwise_equals_in_process(ray_local, tiny_bert_dir, tmp_path):
     run = rerank_dataset(tiny_bert_dir, items, family="cross-encoder", batch_size=1, concurrency=2,
                          pairs_per_call=20, out=out)  # fmt: skip
     assert run.mode == "pairs" and run.actors == 2 and run.pairs == 96 and run.missing_text == 1
+    assert run.info == {"pairs_per_call": 20}
     assert rows(run) == expected  # ids, scores and ranks, exactly
     assert rows(run)[1][1][-1][0] == "d2"  # the document without text is last
     ref_file = tmp_path / "ref.trec"
@@ -76,6 +78,15 @@ def test_pointwise_equals_in_process(ray_local, tiny_bert_dir, tmp_path):
     flat = [{"qid": q, "docno": d, "score": s, "rank": r} for q, lst in expected for d, s, r in lst]
     assert got == flat
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+
+def test_automatic_pairs_per_call():
+    """About 4 calls per actor of an in-memory run, within 64..4096 pairs; 512 when the size is not known."""
+    assert auto_pairs_per_call(4300, 1) == 1075  # ceil(4300 / 4)
+    assert auto_pairs_per_call(4300, 2) == 538  # ceil(4300 / 8)
+    assert auto_pairs_per_call(96, 2) == 64  # ceil(96 / 8) = 12, raised to the lower bound
+    assert auto_pairs_per_call(10_000_000, 8) == 4096  # capped
+    assert auto_pairs_per_call(None, 3) == auto_pairs_per_call(0, 3) == 512  # a Dataset input
 
 
 @pytest.mark.slow

@@ -69,8 +69,9 @@ def add_ray_args(p: argparse.ArgumentParser, command: str) -> None:
         "--actor-gpus", type=float, default=0.0, help="GPUs per actor (default 0; 1 = one model per GPU)"
     )
     if command == "rerank":
-        g.add_argument("--pairs-per-call", type=int, default=512,
-                       help="pairs per actor call for pointwise models (default 512)")  # fmt: skip
+        g.add_argument("--pairs-per-call", type=int, default=None,
+                       help="pairs per actor call for pointwise models (default: about 4 calls per actor, "
+                            "64-4096 pairs; 512 for Parquet input)")  # fmt: skip
     g.add_argument("--queries-per-call", type=int, default=None,
                    help="whole queries per actor call (default: 8 for rerank, 4 for teach)")  # fmt: skip
 

@@ -38,9 +38,32 @@ from reason2rank.distributed.rows import (
 from reason2rank.reranker import Reranker, prepare_items, rank_docs
 from reason2rank.types import Doc, Query, ScoredDoc, is_readable
 
-__all__ = ["DistributedRun", "PairScorer", "QueryRanker", "rank_mode", "rerank_dataset"]
+__all__ = [
+    "DistributedRun",
+    "PairScorer",
+    "QueryRanker",
+    "auto_pairs_per_call",
+    "rank_mode",
+    "rerank_dataset",
+]
 
 MODES = ("auto", "pairs", "queries")
+#: an automatic pairs_per_call gives each actor about this many calls of an in-memory run
+CALLS_PER_ACTOR = 4
+#: its bounds, and the size for a Dataset input (whose length is not known)
+AUTO_PAIRS_PER_CALL = (64, 4096, 512)
+
+
+def auto_pairs_per_call(n_pairs: int | None, concurrency: int) -> int:
+    """Pairs per actor call when none is given: an in-memory run of ``n_pairs`` is cut into about
+    ``CALLS_PER_ACTOR`` calls per actor (few calls: each call's length-sorted batches pad less — the in-process
+    engine sorts the whole run at once — and the per-call cost is paid less often; several per actor: the actors
+    stay busy while the driver collects, and a slow actor is not left with a large share), within
+    ``AUTO_PAIRS_PER_CALL``'s bounds; a Dataset input gets its default."""
+    low, high, unknown = AUTO_PAIRS_PER_CALL
+    if not n_pairs:
+        return unknown
+    return max(low, min(high, -(-n_pairs // (CALLS_PER_ACTOR * concurrency))))
 
 
 @dataclass
@@ -211,7 +234,7 @@ def rerank_dataset(
     concurrency: int = 1,
     num_cpus: float = 1.0,
     num_gpus: float = 0.0,
-    pairs_per_call: int = 512,
+    pairs_per_call: int | None = None,
     queries_per_call: int = 8,
     mode: str = "auto",
     address: str | None = None,
@@ -225,7 +248,8 @@ def rerank_dataset(
     ``data``: ``[(Query, docs), ...]`` (what ``reason2rank.data.load_candidates`` reads from a TREC run + topics +
     docs or a rank_llm JSON), a Ray Dataset, or Parquet file(s) with the columns of ``reason2rank.distributed.rows``.
     ``num_cpus`` / ``num_gpus``: what each actor holds (``num_gpus=1`` on a GPU cluster: one model per GPU).
-    ``pairs_per_call`` / ``queries_per_call``: the batch an actor is given at a time (its engine batches inside).
+    ``pairs_per_call`` / ``queries_per_call``: the batch an actor is given at a time (its engine batches inside);
+    ``pairs_per_call=None``: ``auto_pairs_per_call`` (about 4 calls per actor of an in-memory run, 512 for a Dataset).
     ``mode``: ``auto`` (pointwise families by pairs, the rest by queries), ``pairs`` or ``queries``. Ray: the
     running one, else ``address``, else a local start (``ray_init``: more ``ray.init`` options).
     """
@@ -233,6 +257,8 @@ def rerank_dataset(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     for name, value in (("concurrency", concurrency), ("pairs_per_call", pairs_per_call),
                         ("queries_per_call", queries_per_call)):  # fmt: skip
+        if name == "pairs_per_call" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
     if num_cpus < 0 or num_gpus < 0:
@@ -259,6 +285,8 @@ def rerank_dataset(
         if len({*query_order}) != len(query_order):
             raise ValueError("two items have the same query id; give each query one (Query, docs) item")
     n_pairs = sum(len(d) for _, d in items) if items is not None else 0
+    if pairs_per_call is None:
+        pairs_per_call = auto_pairs_per_call(n_pairs, concurrency)
     if items is not None and n_pairs == 0:
         run = DistributedRun([(q.id, []) for q, _ in items], chosen, 0, 0, 0.0, explain=explain)
         if out is not None:
@@ -298,7 +326,8 @@ def rerank_dataset(
         query_order = sorted(rows)
     results, missing = _finish(rows, query_order, chosen)
     run = DistributedRun(results, chosen, concurrency, n_pairs or sum(len(r) for _, r in results),
-                         time.perf_counter() - start, missing_text=missing, explain=explain)  # fmt: skip
+                         time.perf_counter() - start, missing_text=missing, explain=explain,
+                         info={"pairs_per_call": pairs_per_call} if chosen == "pairs" else {})  # fmt: skip
     if missing and items is None:  # for (Query, docs) items prepare_items has said it already
         warnings.warn(
             f"{missing} document(s) have no text (None/NaN) and were ranked last, unscored", stacklevel=2
