@@ -120,6 +120,13 @@ def test_sliding_windows_match_rank_llms_pattern():
     assert sliding_windows(20, 20, 10) == [(0, 20)]
     assert sliding_windows(25, 20, 10) == [(5, 25), (0, 15)]
     assert sliding_windows(5, 20, 10) == [(0, 5)]
+    # as many documents as window - stride: one window (an earlier version made none and left them unranked)
+    assert sliding_windows(10, 20, 10) == [(0, 10)] and sliding_windows(2, 3, 1) == [(0, 2)]
+    for n in range(1, 60):  # every document is in some window, and the last window reaches the top
+        for window, stride in ((20, 10), (5, 2), (3, 1), (4, 4)):
+            got = sliding_windows(n, window, stride)
+            assert got[-1][0] == 0 and got[0][1] == n
+            assert all(end - start <= window for start, end in got)
 
 
 def test_windows_of_every_query_go_in_one_batch_and_irregular_lengths():

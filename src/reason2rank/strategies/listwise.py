@@ -33,11 +33,13 @@ def sliding_windows(n: int, window: int, stride: int) -> list[tuple[int, int]]:
             f"a window holds at least 2 passages and moves by at least 1 (got {window}, {stride})"
         )
     out: list[tuple[int, int]] = []
-    end, start = n, n - window
-    while end > 0 and start + stride != 0:
-        start = max(start, 0)
+    end = n
+    while end > 0:
+        start = max(end - window, 0)
         out.append((start, end))
-        end, start = end - stride, start - stride
+        if start == 0:  # this window reached the top: a next one would only repeat part of it
+            break
+        end -= stride
     return out
 
 
