@@ -15,13 +15,14 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from reason2rank.llm.prompts import DocCutter, PromptTemplate
 from reason2rank.llm.vision_backend import VisionBackend
 from reason2rank.media import PixelBudget
 from reason2rank.scorers.vision_inputs import VisionInputs
 from reason2rank.strategies.listwise import ListwiseReranker
 from reason2rank.types import Doc, Query
 
-__all__ = ["VLMListwiseReranker"]
+__all__ = ["VLMListwiseReranker", "image_window_messages"]
 
 _IMAGE = "\ue001R2R_IMAGE_{}\ue001"
 
@@ -83,18 +84,7 @@ class VLMListwiseReranker(ListwiseReranker):
 
     def window_messages(self, query: Query, docs: Sequence[Doc], reserve: int) -> list[dict[str, Any]]:
         """The window's prompt with each document's images in its ``Image i:`` slot, then its text."""
-        slots: dict[str, tuple[Any, str]] = {}
-        passages = []
-        for d in docs:
-            marks = []
-            for ref in d.images:
-                mark = _IMAGE.format(len(slots))
-                slots[mark] = (ref, d.id)
-                marks.append(mark)
-            text = self.cutter(d.full_text) if d.full_text else ""
-            passages.append(" ".join(marks + ([text] if text else [])))
-        messages = self.prompt.render({"query": query.text}, passages)
-        return [{"role": m["role"], "content": _with_images(m["content"], slots)} for m in messages]
+        return image_window_messages(self.prompt, self.cutter, query, docs)
 
     def r2r_config(self) -> dict[str, Any]:
         """The VLM listwise fields of ``r2r_model.json``."""
@@ -103,6 +93,26 @@ class VLMListwiseReranker(ListwiseReranker):
             "min_pixels": self.budget.min_pixels,
             "max_pixels": self.budget.max_pixels,
         }
+
+
+def image_window_messages(
+    prompt: PromptTemplate, cutter: DocCutter, query: Query, docs: Sequence[Doc]
+) -> list[dict[str, Any]]:
+    """``prompt`` rendered for ``docs`` with each document's images as ``{"type": "image", "image": ImageRef}``
+    parts in its slot, then its text cut by ``cutter`` (a document without images is shown as text); what the
+    strategy asks its VLM and what GRPO trains it on (``reason2rank.rl.examples``)."""
+    slots: dict[str, tuple[Any, str]] = {}
+    passages = []
+    for d in docs:
+        marks = []
+        for ref in d.images:
+            mark = _IMAGE.format(len(slots))
+            slots[mark] = (ref, d.id)
+            marks.append(mark)
+        text = cutter(d.full_text) if d.full_text else ""
+        passages.append(" ".join(marks + ([text] if text else [])))
+    messages = prompt.render({"query": query.text}, passages)
+    return [{"role": m["role"], "content": _with_images(m["content"], slots)} for m in messages]
 
 
 def _with_images(text: str, slots: dict[str, tuple[Any, str]]) -> Any:
