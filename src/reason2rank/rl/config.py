@@ -5,7 +5,8 @@ against the YAML file's directory; ``5e-5`` is a float).
 Example (every key is optional except ``output_dir``, ``model`` and the data)::
 
     method: grpo
-    task: setwise                # setwise (Rank-R1) | binary (ProRank stage 1) | listwise (MM-R5)
+    task: setwise                # setwise (Rank-R1) | binary (ProRank stage 1) | listwise (MM-R5, text)
+                                 # | vlm-listwise (MM-R5 on page images: a Qwen2-VL-style model)
     output_dir: runs/rank-r1-smollm2
     seed: 42
     model: HuggingFaceTB/SmolLM2-135M-Instruct
@@ -22,6 +23,9 @@ Example (every key is optional except ``output_dir``, ``model`` and the data)::
       negative_max_grade: 0      # a judged grade <= this, or an unjudged candidate, is a negative
       max_words: 300             # words per passage in the prompt
       prompt: null               # the task's default: setwise_rank_r1_v1, listwise_mm_r5_v1, binary_relevance
+      min_pixels: 3136           # vlm-listwise: the pixel budget of each page image (28*28*4 .. 28*28*256)
+      max_pixels: 200704
+      image_root: null           # vlm-listwise: image paths must lie under this directory (null: anywhere)
     grpo:
       max_steps: 100             # or epochs: 1.0
       prompts_per_step: 2        # prompts per optimizer step (each sampled num_generations times)
@@ -55,9 +59,12 @@ from reason2rank.distill.config import build_section, read_yaml_config, resolve_
 __all__ = ["GRPODataConfig", "GRPOOptions", "GRPOTrainConfig", "TASKS"]
 
 #: the GRPO tasks and the inference family the trained model opens as
-TASKS = {"setwise": "setwise", "binary": "causal-lm", "listwise": "listwise"}
+TASKS = {"setwise": "setwise", "binary": "causal-lm", "listwise": "listwise", "vlm-listwise": "vlm-listwise"}
 #: the prompt each task uses unless ``data.prompt`` names another
-DEFAULT_PROMPTS = {"setwise": "rank_r1_v1", "binary": "binary_relevance", "listwise": "mm_r5_v1"}
+DEFAULT_PROMPTS = {"setwise": "rank_r1_v1", "binary": "binary_relevance", "listwise": "mm_r5_v1",
+                   "vlm-listwise": "mm_r5_v1"}  # fmt: skip
+#: the data keys of page images (left out of the fingerprint of a text task, so earlier runs keep theirs)
+IMAGE_KEYS = ("min_pixels", "max_pixels", "image_root")
 
 
 @dataclass
@@ -76,6 +83,9 @@ class GRPODataConfig:
     negative_max_grade: int = 0
     max_words: int = 300
     prompt: str | None = None
+    min_pixels: int = 28 * 28 * 4
+    max_pixels: int = 28 * 28 * 256
+    image_root: str | None = None
 
 
 @dataclass
@@ -221,6 +231,18 @@ class GRPOTrainConfig:
             raise ValueError(
                 f"data.window must be >= 2 for task {self.task} (a positive and a negative), got {d.window}"
             )
+        if self.task == "vlm-listwise":
+            from reason2rank.media import PixelBudget
+
+            try:
+                PixelBudget(d.min_pixels, d.max_pixels)
+            except ValueError as e:
+                raise ValueError(f"data.{e}") from None
+            if self.grpo.format_warmup_steps:
+                raise ValueError(
+                    "grpo.format_warmup_steps is for text tasks; the vlm-listwise task has no format warm-up yet "
+                    "(set it to 0)"
+                )
         if d.depth is not None and d.depth < d.window:
             raise ValueError(f"data.depth ({d.depth}) must be at least data.window ({d.window})")
         if d.negative_max_grade >= d.positive_grade:
@@ -284,6 +306,9 @@ class GRPOTrainConfig:
             d.pop(k)
         for k in RESUMABLE_KEYS:
             d["grpo"].pop(k, None)
+        if self.task != "vlm-listwise":
+            for k in IMAGE_KEYS:
+                d["data"].pop(k, None)
         if not d["grpo"].get("format_warmup_steps"):  # runs from before the warm-up existed keep their digest
             d["grpo"].pop("format_warmup_steps", None)
             d["grpo"].pop("format_warmup_lr", None)

@@ -6,7 +6,10 @@
 - :func:`binary_examples` (ProRank stage 1): (query, document) prompts of the ``binary_relevance`` bundle, one
   positive (label 1) and one negative (label 0) per example, so the labels are balanced.
 - :func:`listwise_examples` (MM-R5): ``window`` candidates with one to three positives, shuffled; ``positives``
-  are their 1-based ids, ``num_candidates`` the window.
+  are their 1-based ids, ``num_candidates`` the window. With ``images=True`` (MM-R5 on pages) each candidate's page
+  images go in its ``Image i:`` slot as the VLM listwise strategy shows them (``image_window_messages``): the
+  messages hold ``{"type": "image"}`` placeholders and ``images`` the ``ImageRef`` of each, in order (the form
+  TRL's VLM path reads); a window whose documents have no image is skipped (counted).
 
 Every draw comes from ``random.Random(f"{seed}:{qid}:{i}")`` (Python's string seeding is stable across runs and
 platforms), and each example records its ``seed``, ``qid`` and shown ``docids``, so the training set can be rebuilt
@@ -147,8 +150,10 @@ def listwise_examples(
     prompt: str = "mm_r5_v1",
     max_words: int | None = 300,
     max_positives: int = 3,
+    images: bool = False,
 ) -> ExampleSet:
-    """MM-R5 examples (see the module docstring): columns ``positives``, ``num_candidates``, ``qid``, ``docids``."""
+    """MM-R5 examples (see the module docstring): columns ``positives``, ``num_candidates``, ``qid``, ``docids``
+    (and ``images`` with ``images=True``)."""
     template = load_template(prompt, "rank_listwise")
     cutter = DocCutter(max_words=max_words)
     out = ExampleSet()
@@ -166,13 +171,45 @@ def listwise_examples(
             chosen = rng.sample(pos, k)
             shown = [*rng.sample(neg, window - k), *chosen]
             rng.shuffle(shown)
-            messages = template.render({"query": query.text}, [cutter(d.full_text) for d in shown])
             ids = sorted(shown.index(p) + 1 for p in chosen)
-            out.examples.append({
-                "messages": messages, "prefix": template.prefix, "positives": ids, "num_candidates": window,
-                "qid": query.id, "docids": [d.id for d in shown], "seed": seed, "example": i,
-            })  # fmt: skip
+            example = {"prefix": template.prefix, "positives": ids, "num_candidates": window, "qid": query.id,
+                       "docids": [d.id for d in shown], "seed": seed, "example": i}  # fmt: skip
+            if images:
+                from reason2rank.strategies.vlm_listwise import image_window_messages
+
+                if not any(d.images for d in shown):
+                    out.skip("no page image in the window (images=True)")
+                    continue
+                example["messages"], example["images"] = _image_placeholders(
+                    image_window_messages(template, cutter, query, shown)
+                )
+            else:
+                example["messages"] = template.render(
+                    {"query": query.text}, [cutter(d.full_text) for d in shown]
+                )
+            out.examples.append(example)
     return out
+
+
+def _image_placeholders(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Messages whose image parts are ``{"type": "image"}`` placeholders, text given as text parts, and the
+    images in placeholder order."""
+    refs: list[Any] = []
+    plain = []
+    for m in messages:
+        content = m["content"]
+        if isinstance(content, str):
+            plain.append({"role": m["role"], "content": [{"type": "text", "text": content}]})
+            continue
+        parts = []
+        for c in content:
+            if c["type"] == "image":
+                refs.append(c["image"])
+                parts.append({"type": "image"})
+            else:
+                parts.append({"type": "text", "text": c["text"]})
+        plain.append({"role": m["role"], "content": parts})
+    return plain, refs
 
 
 def binary_examples(

@@ -170,4 +170,5 @@ REWARDS: dict[str, Callable[..., Any]] = {
     "setwise": rank_r1_reward,
     "binary": binary_relevance_reward,
     "listwise": listwise_reward,
+    "vlm-listwise": listwise_reward,
 }

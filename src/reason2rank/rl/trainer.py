@@ -2,7 +2,7 @@
 
     from reason2rank.rl import GRPOTrainConfig, train_grpo
     result = train_grpo(GRPOTrainConfig.from_yaml("rank_r1.yaml"))
-    ranker = reason2rank.load(result.model_dir)        # the setwise strategy (Rank-R1), causal-lm or listwise
+    ranker = reason2rank.load(result.model_dir)        # setwise (Rank-R1), causal-lm, listwise or vlm-listwise
 
 or ``reason2rank train --config rank_r1.yaml`` with ``method: grpo``. What it does:
 
@@ -98,8 +98,8 @@ def build_examples(cfg: GRPOTrainConfig, items: Any, qrels: Any) -> ExampleSet:
                   max_words=d.max_words)  # fmt: skip
     if cfg.task == "setwise":
         out = setwise_examples(items, qrels, window=d.window, **common)  # type: ignore[arg-type]
-    elif cfg.task == "listwise":
-        out = listwise_examples(items, qrels, window=d.window, **common)  # type: ignore[arg-type]
+    elif cfg.task in ("listwise", "vlm-listwise"):
+        out = listwise_examples(items, qrels, window=d.window, images=cfg.task == "vlm-listwise", **common)  # type: ignore[arg-type]
     else:
         out = binary_examples(items, qrels, **common)  # type: ignore[arg-type]
     if not out.examples:
@@ -261,9 +261,14 @@ def _peft_config(cfg: GRPOTrainConfig) -> Any:
         return None
     from peft import LoraConfig
 
+    targets = cfg.lora.get("target_modules")
+    if not targets:
+        from reason2rank.rl.vlm import LANGUAGE_MODEL_LINEAR
+
+        targets = LANGUAGE_MODEL_LINEAR if cfg.task == "vlm-listwise" else "all-linear"
     return LoraConfig(r=int(cfg.lora.get("r", 16)), lora_alpha=int(cfg.lora.get("alpha", 32)),
-                      lora_dropout=float(cfg.lora.get("dropout", 0.05)),
-                      target_modules=cfg.lora.get("target_modules") or "all-linear", task_type="CAUSAL_LM")  # fmt: skip
+                      lora_dropout=float(cfg.lora.get("dropout", 0.05)), target_modules=targets,
+                      task_type="CAUSAL_LM")  # fmt: skip
 
 
 def train_grpo(
@@ -290,14 +295,22 @@ def train_grpo(
 
     items, qrels = load_training_items(cfg)
     examples = build_examples(cfg, items, qrels)
-    model, tokenizer = _load_policy(cfg)
-    rows = []
-    for ex in examples.examples:
-        row = {k: v for k, v in ex.items() if k != "messages"}
-        row["prompt"] = render_prompt(tokenizer, ex["messages"], ex["prefix"])
-        rows.append(row)
-    longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
-    limit = getattr(model.config, "max_position_embeddings", None)
+    if cfg.task == "vlm-listwise":
+        from reason2rank.rl.vlm import load_vlm_policy, longest_vlm_prompt, vlm_rows
+
+        model, tokenizer = load_vlm_policy(cfg, examples.examples[0]["prefix"])
+        rows = vlm_rows(cfg, examples)
+        longest = longest_vlm_prompt(tokenizer, rows)
+    else:
+        model, tokenizer = _load_policy(cfg)
+        rows = []
+        for ex in examples.examples:
+            row = {k: v for k, v in ex.items() if k != "messages"}
+            row["prompt"] = render_prompt(tokenizer, ex["messages"], ex["prefix"])
+            rows.append(row)
+        longest = max(len(tokenizer(r["prompt"], add_special_tokens=False)["input_ids"]) for r in rows)
+    text_config = getattr(model.config, "text_config", None) or model.config
+    limit = getattr(text_config, "max_position_embeddings", None)
     if limit and longest + cfg.grpo.max_completion_length > limit:
         raise ValueError(
             f"the longest prompt is {longest} tokens; with grpo.max_completion_length="
@@ -353,9 +366,14 @@ def save_trained(cfg: GRPOTrainConfig, model: Any, tokenizer: Any, model_dir: Pa
         merged = merged.merge_and_unload()
     merged.eval()
     merged.save_pretrained(tmp)
-    tok = copy.deepcopy(tokenizer)
-    tok.padding_side = "left"
-    tok.save_pretrained(tmp)
+    if cfg.task == "vlm-listwise":
+        from reason2rank.rl.vlm import save_vlm_processor
+
+        save_vlm_processor(cfg, tmp)
+    else:
+        tok = copy.deepcopy(tokenizer)
+        tok.padding_side = "left"
+        tok.save_pretrained(tmp)
     family = TASKS[cfg.task]
     write_r2r_config(tmp, {"family": family, "backbone": ".", **_family_config(cfg, tmp)})
     info = {"method": "grpo", "task": cfg.task, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
@@ -390,6 +408,12 @@ def _family_config(cfg: GRPOTrainConfig, directory: Path) -> dict[str, Any]:
     strategy: Any
     if cfg.task == "setwise":
         strategy = SetwiseReranker(str(directory), num_child=d.window - 1, **common)
+    elif cfg.task == "vlm-listwise":
+        from reason2rank.strategies.vlm_listwise import VLMListwiseReranker
+
+        strategy = VLMListwiseReranker(str(directory), window=d.window, stride=max(1, d.window // 2),
+                                       min_pixels=d.min_pixels, max_pixels=d.max_pixels, device="cpu",
+                                       **common)  # fmt: skip
     else:
         strategy = ListwiseReranker(str(directory), window=d.window, stride=max(1, d.window // 2), **common)
     fields = dict(strategy.r2r_config())

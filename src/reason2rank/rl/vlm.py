@@ -1,0 +1,83 @@
+"""The vision-language side of GRPO (task ``vlm-listwise``: MM-R5 on page images).
+
+TRL's ``GRPOTrainer`` trains a VLM when its ``processing_class`` is a ``ProcessorMixin`` and each example's prompt
+is a conversation whose ``{"type": "image"}`` placeholders are filled from an ``images`` column. This module loads
+the policy (``AutoModelForImageTextToText``) and that processor (``training_processor``: the model's own, or the
+image-only Qwen2-VL processor where torchvision does not import), sets the processor's image budget to
+``data.min_pixels`` / ``data.max_pixels``, turns examples into such rows (images read and checked against
+``data.image_root`` by ``ImageRef.load``), and writes the processor beside the trained weights. LoRA goes on the
+language model only; the vision tower stays frozen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from reason2rank.rl.config import GRPOTrainConfig
+from reason2rank.rl.examples import ExampleSet
+
+__all__ = ["LANGUAGE_MODEL_LINEAR", "load_vlm_policy", "longest_vlm_prompt", "save_vlm_processor", "vlm_rows"]
+
+#: LoRA targets of a Qwen2-VL-style model: the language model's projections, not the vision tower's
+LANGUAGE_MODEL_LINEAR = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+
+
+def load_vlm_policy(cfg: GRPOTrainConfig, prefix: str) -> tuple[Any, Any]:
+    """The VLM to train (fp32) and its ``ProcessorMixin`` (left padding, the answer ``prefix`` after the
+    generation prompt, images resized into the data's pixel budget)."""
+    from transformers import AutoModelForImageTextToText
+
+    from reason2rank.scorers.image_only_processor import training_processor
+
+    path = cfg.resolve(cfg.model)
+    kw = {"token": cfg.token} if cfg.token else {}
+    model = AutoModelForImageTextToText.from_pretrained(path, dtype="float32", **kw)
+    processor = training_processor(str(path), kw, prefix=prefix)
+    ip = processor.image_processor
+    ip.size = {"shortest_edge": cfg.data.min_pixels, "longest_edge": cfg.data.max_pixels}
+    for key in ("min_pixels", "max_pixels"):
+        if hasattr(ip, key):
+            setattr(ip, key, getattr(cfg.data, key))
+    return model, processor
+
+
+def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet) -> list[dict[str, Any]]:
+    """One training row per example: ``prompt`` (the conversation), ``images`` (PIL, in placeholder order) and
+    the reward's columns."""
+    root = cfg.resolve(cfg.data.image_root) if cfg.data.image_root else None
+    rows = []
+    for ex in examples.examples:
+        row = {k: v for k, v in ex.items() if k not in ("messages", "images")}
+        row["prompt"] = ex["messages"]
+        row["images"] = [ref.load(root, what=f"a page of query {ex['qid']!r}") for ref in ex["images"]]
+        rows.append(row)
+    return rows
+
+
+def longest_vlm_prompt(processor: Any, rows: list[dict[str, Any]]) -> int:
+    """The most tokens a row's prompt takes (text and image tokens), as the processor builds it."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    longest = 0
+    for row in rows:
+        messages = prepare_multimodal_messages(row["prompt"], images=row["images"])
+        out = processor.apply_chat_template(
+            [messages], add_generation_prompt=True, tokenize=True, return_dict=True
+        )
+        longest = max(longest, len(out["input_ids"][0]))
+    return longest
+
+
+def save_vlm_processor(cfg: GRPOTrainConfig, directory: Path) -> None:
+    """Write the starting model's processor (its own, or its tokenizer, image processor and chat template)
+    into ``directory``, without the training-time prefix."""
+    from reason2rank.scorers.vision_inputs import VisionInputs
+
+    kw = {"token": cfg.token} if cfg.token else {}
+    inputs = VisionInputs.load(str(cfg.resolve(cfg.model)), kw)
+    inputs.tokenizer.padding_side = "left"
+    if inputs.processor is not None:
+        inputs.processor.save_pretrained(directory)
+    else:
+        inputs.save(directory)
