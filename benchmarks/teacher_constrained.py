@@ -46,13 +46,10 @@ def _words(text: str) -> list[str]:
 
 def instruction_grams(task: str) -> set[tuple[str, ...]]:
     """The word 3-grams of the teacher prompt's own text (its instructions, without the query and documents)."""
-    from importlib import resources
+    from reason2rank.llm.prompts import builtin_template
 
-    raw = (
-        resources.files("reason2rank.llm").joinpath("templates", TEMPLATES[task] + ".txt").read_text("utf-8")
-    )
-    lines = [ln for ln in raw.splitlines() if not ln.startswith(("#", "==="))]
-    words = _words(re.sub(r"\{\{[^}]*\}\}", " ", "\n".join(lines)))
+    text = "\n".join(section.text for section in builtin_template(TEMPLATES[task]).sections)
+    words = _words(re.sub(r"\{\{[^}]*\}\}", " ", text))
     return {tuple(words[i : i + 3]) for i in range(len(words) - 2)}
 
 

@@ -211,7 +211,9 @@ def test_constrained_answers_keep_the_schemas_key_order_and_a_reason_is_never_em
     compare = task_schema("compare", max_new_tokens=40)
     assert list(compare["properties"]) == ["reasoning", "preferred"]
     assert compare["properties"]["reasoning"]["pattern"] == reason_pattern(72)
-    compare["properties"]["reasoning"].update(maxLength=40, pattern=reason_pattern(40))  # a random model closes it
+    compare["properties"]["reasoning"].update(
+        maxLength=40, pattern=reason_pattern(40)
+    )  # a random model closes it
     for seed in range(5):
         for res in backend.generate(
             PROMPTS, json_schema=compare, max_new_tokens=64, temperature=1.0, seed=seed
