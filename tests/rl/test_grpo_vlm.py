@@ -135,6 +135,20 @@ def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy
     assert out.info["windows"] == 1 and out.info["backend_calls"] == 1  # the VLM saw the two pages
 
 
+def test_the_answer_prefix_follows_the_generation_prompt(tmp_path):
+    from reason2rank.scorers.image_only_processor import training_processor
+
+    model_dir = make_tiny_qwen2_vl(tmp_path / "vlm")
+    messages = [{"role": "user", "content": [{"type": "text", "text": "rank {{these}}"}]}]
+    plain = training_processor(str(model_dir)).apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+    prefixed = training_processor(str(model_dir), prefix="<think>{%").apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+    assert plain.endswith("<|im_start|>assistant\n") and prefixed == plain + "<think>{%"  # taken literally
+
+
 def test_vlm_listwise_config_errors(tmp_path):
     base = _config(tmp_path, "m")
     bad = {**base, "data": {**base["data"], "min_pixels": 0}}

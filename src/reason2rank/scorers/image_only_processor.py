@@ -56,7 +56,9 @@ def training_processor(path: str, hub_kwargs: dict[str, Any] | None = None, pref
         processor = copy.copy(inputs.processor)
     else:
         processor = ImageOnlyQwen2VLProcessor(inputs.image_processor, inputs.tokenizer, inputs.chat_template)
-    template = processor.chat_template or inputs.chat_template
+    template: Any = processor.chat_template or inputs.chat_template
+    if isinstance(template, dict):  # named templates: the one a plain apply_chat_template uses
+        template = template.get("default")
     if not template:
         raise ValueError(
             f"{path} has no chat template; a VLM is trained on the chat prompts it will be asked"
