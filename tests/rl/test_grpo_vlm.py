@@ -22,9 +22,12 @@ pytest.importorskip("trl")
 from reason2rank.rl import GRPOTrainConfig, train_grpo  # noqa: E402
 from reason2rank.rl.trainer import build_examples, load_training_items  # noqa: E402
 
-#: page sizes (multiples of 28 inside the budget below, so the processor keeps them: (h/28)·(w/28) image tokens)
-SIZES = [(56, 84), (84, 56), (56, 56), (112, 56)]
+#: page sizes: two inside the budget below, one above it, one below it
+SIZES = [(56, 84), (84, 56), (140, 140), (28, 28)]
 BUDGET = {"min_pixels": 28 * 28 * 2, "max_pixels": 28 * 28 * 16}
+#: the size each is resized to, by hand (Qwen2-VL's smart_resize, 28-pixel steps): 140² = 19,600 px > 12,544 shrinks
+#: by sqrt(19600/12544) = 1.25 to 112² = 12,544; 28² = 784 < 1,568 grows by sqrt(2) to ceil(1.41)·28 = 56
+RESIZED = {(56, 84): (56, 84), (84, 56): (84, 56), (140, 140): (112, 112), (28, 28): (56, 56)}
 
 
 def write_toy_pages(root: Path, queries: int = 3, negatives: int = 2) -> None:
@@ -74,11 +77,32 @@ def test_examples_hold_image_placeholders_and_their_pages(tmp_path):
     assert ex["positives"] == [ex["docids"].index(f"{ex['qid']}-pos") + 1]
 
 
+def _hand_lengths(processor, rows) -> list[int]:
+    """Each row's prompt length by hand: its text with one placeholder token per page, each placeholder then
+    becoming (h/28)·(w/28) image tokens for the page's resized size."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    out = []
+    for row in rows:
+        text = processor.apply_chat_template(
+            prepare_multimodal_messages(row["prompt"], images=row["images"]),
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        n_text = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        out.append(n_text + sum(img.height * img.width // 28**2 - 1 for img in row["images"]))
+    return out
+
+
 def test_image_only_processor_expands_each_page_into_its_grid_of_tokens(tmp_path):
+    from trl.data_utils import prepare_multimodal_messages
+
     from reason2rank.rl.vlm import load_vlm_policy, longest_vlm_prompt, vlm_rows
 
     write_toy_pages(tmp_path)
-    model_dir = make_tiny_qwen2_vl(tmp_path / "vlm")
+    model_dir = make_tiny_qwen2_vl(
+        tmp_path / "vlm"
+    )  # its own budget (3,136 .. 50,176 px) differs from BUDGET
     cfg = GRPOTrainConfig.from_dict(_config(tmp_path, str(model_dir)), base_dir=tmp_path)
     items, qrels = load_training_items(cfg)
     examples = build_examples(cfg, items, qrels)
@@ -86,24 +110,28 @@ def test_image_only_processor_expands_each_page_into_its_grid_of_tokens(tmp_path
     from transformers.processing_utils import ProcessorMixin
 
     assert isinstance(processor, ProcessorMixin)  # what TRL's VLM path requires
-    rows = vlm_rows(cfg, examples)
+    rows = vlm_rows(cfg, examples, processor)
     pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    for row in rows:
-        grid_tokens = sum((img.height // 28) * (img.width // 28) for img in row["images"])
-        from trl.data_utils import prepare_multimodal_messages
+    from PIL import Image
 
-        out = processor.apply_chat_template([prepare_multimodal_messages(row["prompt"], images=row["images"])],
+    for ex, row in zip(examples.examples, rows):
+        originals = [Image.open(ref.path) for ref in ex["images"]]
+        # the pages were resized into the data's budget, by hand
+        assert [(i.height, i.width) for i in row["images"]] == [
+            RESIZED[(o.height, o.width)] for o in originals
+        ]
+        assert all(
+            i.format is None for i in row["images"]
+        )  # stored as PNG by datasets, not re-encoded as JPEG
+        grid_tokens = sum(h * w // 28**2 for h, w in (RESIZED[(o.height, o.width)] for o in originals))
+        # the processor resizes the original pages into the same budget (load_vlm_policy set it)
+        out = processor.apply_chat_template([prepare_multimodal_messages(row["prompt"], images=originals)],
                                             add_generation_prompt=True, tokenize=True, return_dict=True)  # fmt: skip
-        ids = list(out["input_ids"][0])
         assert (
-            ids.count(pad) == grid_tokens
-        )  # 28x28 pixels per token (patch 14, merge 2), no resize in budget
+            list(out["input_ids"][0]).count(pad) == grid_tokens
+        )  # one token per 28x28 pixels (patch 14, merge 2)
         assert out["pixel_values"].shape[0] == 4 * grid_tokens  # 2x2 patches per token
-    assert longest_vlm_prompt(processor, rows) == max(
-        len(processor.apply_chat_template([prepare_multimodal_messages(r["prompt"], images=r["images"])],
-                                          add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"][0])
-        for r in rows
-    )  # fmt: skip
+    assert longest_vlm_prompt(processor, rows) == max(_hand_lengths(processor, rows))
     with pytest.raises(ValueError, match="no video processor"):
         processor(text=["x"], videos=[[rows[0]["images"][0]]])
 
@@ -120,8 +148,13 @@ def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy
     assert result.steps == 1 and result.history[0]["reward"] == 0.0  # 4 random tokens never hold the format
     info = json.loads((result.model_dir / "training.json").read_text())
     assert info["task"] == "vlm-listwise" and info["examples"] == 3
-    # the prompts the policy saw held the pages: text tokens plus (h/28)(w/28) tokens per page
-    assert info["longest_prompt_tokens"] > 3 * min(h * w for h, w in SIZES) // 28**2
+    # the prompts the policy saw held the pages: text tokens plus (h/28)(w/28) tokens per resized page
+    from reason2rank.rl.vlm import load_vlm_policy, vlm_rows
+
+    cfg = GRPOTrainConfig.from_yaml(cfg_file)
+    _model, processor = load_vlm_policy(cfg, prefix="")
+    rows = vlm_rows(cfg, build_examples(cfg, *load_training_items(cfg)), processor)
+    assert info["longest_prompt_tokens"] == max(_hand_lengths(processor, rows))
     ranker = reason2rank.load(result.model_dir)
     assert isinstance(ranker, VLMListwiseReranker)
     assert ranker.window == 3 and ranker.prompt.version == "listwise/mm-r5-v1"
@@ -133,6 +166,27 @@ def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy
     out = ranker.rerank(Query(id="q", text="cat dog"), docs)
     assert sorted(d.doc.id for d in out) == ["p0", "p1"]
     assert out.info["windows"] == 1 and out.info["backend_calls"] == 1  # the VLM saw the two pages
+
+
+def test_full_fine_tuning_freezes_the_vision_tower_and_lora_skips_it(tmp_path):
+    import re
+
+    from reason2rank.rl.trainer import _peft_config
+    from reason2rank.rl.vlm import load_vlm_policy
+
+    model_dir = make_tiny_qwen2_vl(tmp_path / "vlm")
+    cfg = GRPOTrainConfig.from_dict({**_config(tmp_path, str(model_dir)), "lora": None}, base_dir=tmp_path)
+    model, _ = load_vlm_policy(cfg, prefix="")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("visual" not in n for n in trainable)
+    assert {n for n, _ in model.named_parameters() if "visual" not in n} == trainable
+    pattern = _peft_config(GRPOTrainConfig.from_dict(_config(tmp_path, str(model_dir)))).target_modules
+    names = [n for n, _ in model.named_modules()]
+    hit = [n for n in names if re.fullmatch(pattern, n)]
+    assert hit and not [n for n in hit if "visual" in n]  # LoRA on the language model's projections only
+    assert any(
+        re.search(r"visual.*\.(qkv|proj|fc1|fc2)$", n) for n in names
+    )  # the tower has linears of its own
 
 
 def test_the_answer_prefix_follows_the_generation_prompt(tmp_path):

@@ -127,6 +127,7 @@ def test_sliding_windows_match_rank_llms_pattern():
             got = sliding_windows(n, window, stride)
             assert got[-1][0] == 0 and got[0][1] == n
             assert all(end - start <= window for start, end in got)
+            assert set().union(*(range(start, end) for start, end in got)) == set(range(n))
 
 
 def test_windows_of_every_query_go_in_one_batch_and_irregular_lengths():

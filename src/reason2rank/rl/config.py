@@ -10,7 +10,8 @@ Example (every key is optional except ``output_dir``, ``model`` and the data)::
     output_dir: runs/rank-r1-smollm2
     seed: 42
     model: HuggingFaceTB/SmolLM2-135M-Instruct
-    lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: null}   # null = all linear layers; lora: null = full
+    lora: {r: 16, alpha: 32, dropout: 0.05, target_modules: null}   # null = all linear layers (vlm-listwise: the
+                                 # language model's); lora: null = full (vlm-listwise: vision tower frozen)
     data:
       candidates: ../shared/data/trec-dl19/bm25_top100.json          # or run + topics + docs
       qrels: ../shared/data/trec-dl19/qrels.txt
@@ -306,6 +307,7 @@ class GRPOTrainConfig:
             d.pop(k)
         for k in RESUMABLE_KEYS:
             d["grpo"].pop(k, None)
+        d["data"].pop("image_root", None)  # where the pages lie, not what they are
         if self.task != "vlm-listwise":
             for k in IMAGE_KEYS:
                 d["data"].pop(k, None)

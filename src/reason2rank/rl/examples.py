@@ -48,7 +48,7 @@ class ExampleSet:
     skipped: dict[str, int] = field(default_factory=dict)
 
     def skip(self, why: str) -> None:
-        """Count one query left out, by reason."""
+        """Count one query (or one of its examples) left out, by reason."""
         self.skipped[why] = self.skipped.get(why, 0) + 1
 
 

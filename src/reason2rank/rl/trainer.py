@@ -299,7 +299,7 @@ def train_grpo(
         from reason2rank.rl.vlm import load_vlm_policy, longest_vlm_prompt, vlm_rows
 
         model, tokenizer = load_vlm_policy(cfg, examples.examples[0]["prefix"])
-        rows = vlm_rows(cfg, examples)
+        rows = vlm_rows(cfg, examples, tokenizer)
         longest = longest_vlm_prompt(tokenizer, rows)
     else:
         model, tokenizer = _load_policy(cfg)

@@ -5,12 +5,14 @@ is a conversation whose ``{"type": "image"}`` placeholders are filled from an ``
 the policy (``AutoModelForImageTextToText``) and that processor (``training_processor``: the model's own, or the
 image-only Qwen2-VL processor where torchvision does not import), sets the processor's image budget to
 ``data.min_pixels`` / ``data.max_pixels``, turns examples into such rows (images read and checked against
-``data.image_root`` by ``ImageRef.load``), and writes the processor beside the trained weights. LoRA goes on the
-language model only; the vision tower stays frozen.
+``data.image_root`` by ``ImageRef.load``), and writes the processor beside the trained weights. The vision tower
+stays frozen: LoRA (the default) goes on the language model's projections, and with ``lora: null`` the vision
+tower's parameters are frozen. A ``lora.target_modules`` of one's own is used as given.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,11 @@ from reason2rank.rl.examples import ExampleSet
 __all__ = ["LANGUAGE_MODEL_LINEAR", "load_vlm_policy", "longest_vlm_prompt", "save_vlm_processor", "vlm_rows"]
 
 #: LoRA targets of a Qwen2-VL-style model: the language model's projections, not the vision tower's
-LANGUAGE_MODEL_LINEAR = r"^(?!.*visual).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+LANGUAGE_MODEL_LINEAR = (
+    r"^(?!.*(visual|vision_model|vision_tower)).*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
+)
+#: parameters of the vision tower (frozen in full fine-tuning)
+VISION_TOWER = re.compile(r"(^|\.)(visual|vision_model|vision_tower)\.")
 
 
 def load_vlm_policy(cfg: GRPOTrainConfig, prefix: str) -> tuple[Any, Any]:
@@ -33,6 +39,10 @@ def load_vlm_policy(cfg: GRPOTrainConfig, prefix: str) -> tuple[Any, Any]:
     path = cfg.resolve(cfg.model)
     kw = {"token": cfg.token} if cfg.token else {}
     model = AutoModelForImageTextToText.from_pretrained(path, dtype="float32", **kw)
+    if cfg.lora is None:  # full fine-tuning of the language model; the vision tower stays as it is
+        for name, param in model.named_parameters():
+            if VISION_TOWER.search(name):
+                param.requires_grad_(False)
     processor = training_processor(str(path), kw, prefix=prefix)
     ip = processor.image_processor
     ip.size = {"shortest_edge": cfg.data.min_pixels, "longest_edge": cfg.data.max_pixels}
@@ -42,15 +52,28 @@ def load_vlm_policy(cfg: GRPOTrainConfig, prefix: str) -> tuple[Any, Any]:
     return model, processor
 
 
-def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet) -> list[dict[str, Any]]:
+def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet, processor: Any) -> list[dict[str, Any]]:
     """One training row per example: ``prompt`` (the conversation), ``images`` (PIL, in placeholder order) and
-    the reward's columns."""
+    the reward's columns. Each page is resized here into the pixel budget, to the size the processor's own resize
+    gives (a multiple of patch × merge pixels a side), so that a generator that preprocesses images itself — vLLM,
+    with the model's default budget — sees the same pixels; the copies carry no file format, so datasets stores
+    them as PNG (a JPEG page would otherwise be re-encoded at quality 75)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
+
+    ip = processor.image_processor
+    factor = int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2))
     root = cfg.resolve(cfg.data.image_root) if cfg.data.image_root else None
     rows = []
     for ex in examples.examples:
         row = {k: v for k, v in ex.items() if k not in ("messages", "images")}
         row["prompt"] = ex["messages"]
-        row["images"] = [ref.load(root, what=f"a page of query {ex['qid']!r}") for ref in ex["images"]]
+        row["images"] = []
+        for ref in ex["images"]:
+            img = ref.load(root, what=f"a page of query {ex['qid']!r}")
+            h, w = smart_resize(img.height, img.width, factor=factor, min_pixels=cfg.data.min_pixels,
+                                max_pixels=cfg.data.max_pixels)  # fmt: skip
+            img = img.resize((w, h), resample=3) if (h, w) != (img.height, img.width) else img.copy()
+            row["images"].append(img)  # resample 3: bicubic, the processor's own
         rows.append(row)
     return rows
 
