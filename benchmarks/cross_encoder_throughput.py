@@ -137,6 +137,12 @@ def main() -> None:
         help="the systems take turns on chunks of this many queries (0: on all of them at once); on a shared "
         "machine this spreads other jobs' load evenly over the systems (default: %(default)s)",
     )
+    ap.add_argument(
+        "--systems",
+        default=None,
+        help="run only the systems whose names contain one of these comma-separated strings (sentence-transformers "
+        "and reason2rank torch fp32, the ratio's base and the Spearman reference, always run)",
+    )
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
 
@@ -244,6 +250,10 @@ def main() -> None:
         for name, model in ours.items():
             systems[name] = lambda chunk, model=model: np.concatenate(model.score_batch(chunk))
 
+        if args.systems:
+            wanted = [w.strip() for w in args.systems.split(",") if w.strip()]
+            keep = {"sentence-transformers (torch fp32)", "reason2rank torch fp32"}
+            systems = {k: v for k, v in systems.items() if k in keep or any(w in k for w in wanted)}
         # warm-up (one query each) so first-call costs do not count
         head = items[:1]
         st.predict(pairs[: args.batch_size], batch_size=args.batch_size, show_progress_bar=False)
