@@ -52,6 +52,12 @@ def load_vlm_policy(cfg: GRPOTrainConfig, prefix: str) -> tuple[Any, Any]:
     return model, processor
 
 
+def _token_side(processor: Any) -> int:
+    """The side in pixels of the square one image token covers: patch size × merge size (28 for Qwen2-VL)."""
+    ip = processor.image_processor
+    return int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2))
+
+
 def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet, processor: Any) -> list[dict[str, Any]]:
     """One training row per example: ``prompt`` (the conversation), ``images`` (PIL, in placeholder order) and
     the reward's columns. Each page is resized here into the pixel budget, to the size the processor's own resize
@@ -60,8 +66,7 @@ def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet, processor: Any) -> list
     them as PNG (a JPEG page would otherwise be re-encoded at quality 75)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import smart_resize
 
-    ip = processor.image_processor
-    factor = int(getattr(ip, "patch_size", 14)) * int(getattr(ip, "merge_size", 2))
+    factor = _token_side(processor)
     root = cfg.resolve(cfg.data.image_root) if cfg.data.image_root else None
     rows = []
     for ex in examples.examples:
@@ -79,16 +84,19 @@ def vlm_rows(cfg: GRPOTrainConfig, examples: ExampleSet, processor: Any) -> list
 
 
 def longest_vlm_prompt(processor: Any, rows: list[dict[str, Any]]) -> int:
-    """The most tokens a row's prompt takes (text and image tokens), as the processor builds it."""
+    """The most tokens a row's prompt takes: its rendered text (one placeholder token per page) with each placeholder
+    expanded into the page's (h/f)·(w/f) image tokens, f = patch × merge pixels (``vlm_rows`` resized every page to
+    multiples of f, so no page is preprocessed here a second time)."""
     from trl.data_utils import prepare_multimodal_messages
 
+    factor = _token_side(processor)
     longest = 0
     for row in rows:
         messages = prepare_multimodal_messages(row["prompt"], images=row["images"])
-        out = processor.apply_chat_template(
-            [messages], add_generation_prompt=True, tokenize=True, return_dict=True
-        )
-        longest = max(longest, len(out["input_ids"][0]))
+        text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        n_text = len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+        n_images = sum(img.height * img.width // factor**2 - 1 for img in row["images"])
+        longest = max(longest, n_text + n_images)
     return longest
 
 
