@@ -20,8 +20,8 @@ import tiny_models  # noqa: E402
 from reason2rank import Doc, Query  # noqa: E402
 from reason2rank.data import write_trec_run  # noqa: E402
 from reason2rank.distributed import rank_mode, rerank_dataset  # noqa: E402
-from reason2rank.distributed.rerank import auto_pairs_per_call  # noqa: E402
-from reason2rank.distributed.rows import pairs_table  # noqa: E402
+from reason2rank.distributed.rerank import auto_pairs_per_call, length_tokenizer  # noqa: E402
+from reason2rank.distributed.rows import pairs_table, sort_pairs_by_length  # noqa: E402
 
 
 def make_items(n_queries: int, n_docs: int, seed: int = 0) -> list[tuple[Query, list[Doc]]]:
@@ -87,6 +87,41 @@ def test_automatic_pairs_per_call():
     assert auto_pairs_per_call(96, 2) == 64  # ceil(96 / 8) = 12, raised to the lower bound
     assert auto_pairs_per_call(10_000_000, 8) == 4096  # capped
     assert auto_pairs_per_call(None, 3) == auto_pairs_per_call(0, 3) == 512  # a Dataset input
+
+
+def test_pairs_are_ordered_by_the_models_tokens(tiny_bert_dir, tmp_path):
+    """With the model's tokenizer the driver orders pairs by tokens (query + title + text, a null as 0), which a
+    character order gets wrong when long words are one token; with none it falls back to characters."""
+    items = [
+        (
+            Query("q1", "people"),
+            [Doc("a", "people people people"), Doc("b", "x,q;z", "time"), Doc("c", None)],
+        ),
+        (Query("q2", "x y"), [Doc("d", "about")]),
+    ]
+    tokenizer = length_tokenizer(tiny_bert_dir, {})
+    assert tokenizer is not None
+    assert length_tokenizer(tmp_path, {}) is None  # no tokenizer files: the character order is used
+
+    def tokens(text):
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+    table = pairs_table(items)
+    by_tokens = sort_pairs_by_length(table, tokenizer).column("docno").to_pylist()
+    counts = {d.id: tokens(q.text) + tokens(d.title) + tokens(d.text) for q, docs in items for d in docs}
+    assert counts == {
+        "a": 4,
+        "b": 7,
+        "c": 1,
+        "d": 3,
+    }  # people ×4; x , q ; z + time + people; people; x y about
+    assert by_tokens == ["c", "d", "a", "b"]
+    assert sort_pairs_by_length(table).column("docno").to_pylist() == [
+        "c",
+        "d",
+        "b",
+        "a",
+    ]  # 6, 8, 15, 26 chars
 
 
 @pytest.mark.slow

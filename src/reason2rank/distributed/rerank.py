@@ -219,6 +219,21 @@ class QueryRanker(_ModelActor):
         return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in out.items()})
 
 
+def length_tokenizer(model: str | os.PathLike[str] | None, options: Mapping[str, Any]) -> Any | None:
+    """The model's tokenizer when the driver can open it from local files alone (a model directory, or a hub id
+    already in the cache), for ordering pairs by tokens; else ``None`` (pairs are ordered by characters). Only
+    the tokenizer is read; the model itself is loaded by the actors."""
+    if model is None:
+        return None
+    from transformers import AutoTokenizer
+
+    kw = {k: options[k] for k in ("revision", "token", "trust_remote_code") if options.get(k)}
+    try:
+        return AutoTokenizer.from_pretrained(str(model), local_files_only=True, **kw)
+    except Exception:  # no tokenizer files there (a GGUF file, an adapter only): the character order is used
+        return None
+
+
 def _chunks(table: Any, size: int) -> list[Any]:
     return [table.slice(start, size) for start in range(0, table.num_rows, size)] or [table]
 
@@ -298,7 +313,7 @@ def rerank_dataset(
     ):
         if items is not None:
             if chosen == "pairs":
-                table = sort_pairs_by_length(pairs_table(items))
+                table = sort_pairs_by_length(pairs_table(items), length_tokenizer(model, options))
                 ds = ray.data.from_arrow(_chunks(table, pairs_per_call))
             else:
                 ds = ray.data.from_arrow(
