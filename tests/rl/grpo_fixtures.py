@@ -45,3 +45,16 @@ def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     """``cfg`` as YAML at ``path``."""
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+def record_loads(monkeypatch: Any, auto_class: Any) -> list[Path]:
+    """Every path ``auto_class.from_pretrained`` reads from here on (the load itself still happens)."""
+    loads: list[Path] = []
+    original = auto_class.from_pretrained
+
+    def from_pretrained(path: Any, *args: Any, **kwargs: Any) -> Any:
+        loads.append(Path(str(path)))
+        return original(path, *args, **kwargs)
+
+    monkeypatch.setattr(auto_class, "from_pretrained", from_pretrained)
+    return loads

@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from grpo_fixtures import digits_only, write_config, write_toy_data  # noqa: E402
+from grpo_fixtures import digits_only, record_loads, write_config, write_toy_data  # noqa: E402
 
 pytest.importorskip("trl")
 
@@ -159,7 +159,9 @@ def test_binary_run_opens_as_causal_lm_with_the_binary_read_out(tmp_path, tiny_l
     assert scorer.template.name == "binary_relevance"
 
 
-def test_listwise_run_opens_as_the_listwise_strategy(tmp_path, tiny_llama_dir):
+def test_listwise_run_opens_as_the_listwise_strategy(tmp_path, tiny_llama_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
     import reason2rank
     from reason2rank.strategies.listwise import ListwiseReranker
 
@@ -169,10 +171,13 @@ def test_listwise_run_opens_as_the_listwise_strategy(tmp_path, tiny_llama_dir):
         "data": {"candidates": "candidates.json", "qrels": "qrels.txt", "window": 4, "max_words": 6},
         "grpo": {"max_steps": 1, "prompts_per_step": 1, "num_generations": 2, "max_completion_length": 4},
     })  # fmt: skip
+    loads = record_loads(monkeypatch, AutoModelForCausalLM)
     result = train_grpo(GRPOTrainConfig.from_yaml(cfg_file))
     assert (
         result.history[0]["reward"] == 0.0
     )  # 4 random tokens are never <think>…</think><answer>[…]</answer>
+    # the saved model's fields come from the merged model in memory: the saved weights are not read back
+    assert loads and not [p for p in loads if p.parent == result.model_dir.parent]
     ranker = reason2rank.load(result.model_dir)
     assert isinstance(ranker, ListwiseReranker)
     assert ranker.window == 4 and ranker.prompt.version == "listwise/mm-r5-v1"

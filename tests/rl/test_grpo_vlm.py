@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from grpo_fixtures import WORDS, write_config  # noqa: E402
+from grpo_fixtures import WORDS, record_loads, write_config  # noqa: E402
 
 from tiny_vlm import make_tiny_qwen2_vl, random_image  # noqa: E402
 
@@ -136,7 +136,9 @@ def test_image_only_processor_expands_each_page_into_its_grid_of_tokens(tmp_path
         processor(text=["x"], videos=[[rows[0]["images"][0]]])
 
 
-def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy(tmp_path):
+def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy(tmp_path, monkeypatch):
+    from transformers import AutoModelForImageTextToText
+
     import reason2rank
     from reason2rank.strategies.vlm_listwise import VLMListwiseReranker
     from reason2rank.types import Doc, Query
@@ -144,7 +146,11 @@ def test_vlm_listwise_run_trains_on_pages_and_opens_as_the_vlm_listwise_strategy
     write_toy_pages(tmp_path)
     model_dir = make_tiny_qwen2_vl(tmp_path / "vlm")
     cfg_file = write_config(tmp_path / "v.yaml", _config(tmp_path, str(model_dir)))
+    loads = record_loads(monkeypatch, AutoModelForImageTextToText)
     result = train_grpo(GRPOTrainConfig.from_yaml(cfg_file))
+    assert loads and not [
+        p for p in loads if p.parent == result.model_dir.parent
+    ]  # saving reads nothing back
     assert result.steps == 1 and result.history[0]["reward"] == 0.0  # 4 random tokens never hold the format
     info = json.loads((result.model_dir / "training.json").read_text())
     assert info["task"] == "vlm-listwise" and info["examples"] == 3

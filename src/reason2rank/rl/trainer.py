@@ -375,7 +375,7 @@ def save_trained(cfg: GRPOTrainConfig, model: Any, tokenizer: Any, model_dir: Pa
         tok.padding_side = "left"
         tok.save_pretrained(tmp)
     family = TASKS[cfg.task]
-    write_r2r_config(tmp, {"family": family, "backbone": ".", **_family_config(cfg, tmp)})
+    write_r2r_config(tmp, {"family": family, "backbone": ".", **_family_config(cfg, tmp, merged, tokenizer)})
     info = {"method": "grpo", "task": cfg.task, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
             "history": history, "examples": len(examples.examples), "skipped": examples.skipped,
             "longest_prompt_tokens": longest_prompt, "format_warmup": warmup}  # fmt: skip
@@ -386,9 +386,10 @@ def save_trained(cfg: GRPOTrainConfig, model: Any, tokenizer: Any, model_dir: Pa
     return model_dir
 
 
-def _family_config(cfg: GRPOTrainConfig, directory: Path) -> dict[str, Any]:
+def _family_config(cfg: GRPOTrainConfig, directory: Path, model: Any, tokenizer: Any) -> dict[str, Any]:
     """The family fields of ``r2r_model.json`` (the strategy or scorer's own ``r2r_config``, so the directory
-    opens with the prompt, window and read-out it was trained with)."""
+    opens with the prompt, window and read-out it was trained with). The strategies are built over ``model``, the
+    merged model in memory, not a second copy read from ``directory`` (a 7B policy would be held twice)."""
     d, g = cfg.data, cfg.grpo
     if cfg.task == "binary":
         from reason2rank.scorers.causal_lm import CausalLMReranker
@@ -398,6 +399,7 @@ def _family_config(cfg: GRPOTrainConfig, directory: Path) -> dict[str, Any]:
             json.dumps(scorer.template.source, indent=2) + "\n", encoding="utf-8"
         )
         return scorer.r2r_config()
+    from reason2rank.llm.transformers_backend import TransformersBackend
     from reason2rank.strategies.base import PROMPT_FILE
     from reason2rank.strategies.listwise import ListwiseReranker
     from reason2rank.strategies.setwise import SetwiseReranker
@@ -406,16 +408,19 @@ def _family_config(cfg: GRPOTrainConfig, directory: Path) -> dict[str, Any]:
         prompt=cfg.prompt, max_words=d.max_words, max_new_tokens=g.max_completion_length
     )
     strategy: Any
-    if cfg.task == "setwise":
-        strategy = SetwiseReranker(str(directory), num_child=d.window - 1, **common)
-    elif cfg.task == "vlm-listwise":
+    if cfg.task == "vlm-listwise":
         from reason2rank.strategies.vlm_listwise import VLMListwiseReranker
 
         strategy = VLMListwiseReranker(str(directory), window=d.window, stride=max(1, d.window // 2),
-                                       min_pixels=d.min_pixels, max_pixels=d.max_pixels, device="cpu",
+                                       min_pixels=d.min_pixels, max_pixels=d.max_pixels, loaded=model,
                                        **common)  # fmt: skip
     else:
-        strategy = ListwiseReranker(str(directory), window=d.window, stride=max(1, d.window // 2), **common)
+        backend = TransformersBackend(model, tokenizer)
+        if cfg.task == "setwise":
+            strategy = SetwiseReranker(str(directory), backend=backend, num_child=d.window - 1, **common)
+        else:
+            strategy = ListwiseReranker(str(directory), backend=backend, window=d.window,
+                                        stride=max(1, d.window // 2), **common)  # fmt: skip
     fields = dict(strategy.r2r_config())
     if fields.get("prompt") == PROMPT_FILE:  # a template file, not a built-in: it travels with the model
         (directory / PROMPT_FILE).write_text(strategy.prompt.text, encoding="utf-8")

@@ -31,8 +31,10 @@ class VLMListwiseReranker(ListwiseReranker):
     """MM-R5-style listwise reranking by a local VLM (see the module docstring).
 
     Args (beyond ``ListwiseReranker``'s): ``min_pixels`` / ``max_pixels`` (pixel budget per page), ``image_root``
-    (image paths must lie under it), ``batch_size`` (windows per ``generate``), ``device``, ``dtype``. ``window``
-    defaults to 5 pages and ``stride`` to 2; the prompt to ``mm_r5_v1``.
+    (image paths must lie under it), ``batch_size`` (windows per ``generate``), ``device``, ``dtype``,
+    ``loaded`` (``model``'s ``AutoModelForImageTextToText`` already in memory: used as it is, not read again; the
+    processor is still read from ``model``). ``window`` defaults to 5 pages and ``stride`` to 2; the prompt to
+    ``mm_r5_v1``.
     """
 
     family = "vlm-listwise"
@@ -54,6 +56,7 @@ class VLMListwiseReranker(ListwiseReranker):
         max_new_tokens: int | None = 512,
         token: str | None = None,
         revision: str | None = None,
+        loaded: Any = None,
         **kwargs: Any,
     ) -> None:
         from transformers import AutoModelForImageTextToText
@@ -63,8 +66,16 @@ class VLMListwiseReranker(ListwiseReranker):
         if kwargs.get("backend") is not None:
             raise TypeError("vlm-listwise runs a local vision-language model; give its directory or hub id")
         hub = {k: v for k, v in (("token", token), ("revision", revision)) if v}
-        dev = resolve_device(device)
-        vlm = AutoModelForImageTextToText.from_pretrained(str(model), dtype=resolve_dtype(dtype, dev), **hub)
+        if loaded is not None:
+            vlm = loaded if device is None else loaded.to(resolve_device(device))
+            if dtype is not None:
+                vlm = vlm.to(dtype=resolve_dtype(dtype, next(vlm.parameters()).device))
+            dev = next(vlm.parameters()).device
+        else:
+            dev = resolve_device(device)
+            vlm = AutoModelForImageTextToText.from_pretrained(
+                str(model), dtype=resolve_dtype(dtype, dev), **hub
+            )
         inputs = VisionInputs.load(str(model), hub)
         self.budget = PixelBudget(min_pixels, max_pixels)
         self.image_root = str(image_root) if image_root is not None else None
