@@ -26,14 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_data import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
 
-DEFAULT_DATA = (
-    Path(os.environ.get("R2R_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-    / "trec-dl19"
-)
+DEFAULT_DATA = SHARED_DATA / "trec-dl19"
 
 
 def build_long_docs(candidates, tokenizer, min_tokens: int, seed: int):

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
 import torch
+from bench_data import SHARED_DATA
 
 
 def layer_flops(tokens: int, hidden: int, ffn: int) -> int:
@@ -48,10 +48,8 @@ def gemm_rate(m: int, k: int, n: int, seconds: float = 2.0) -> float:
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
-    ap.add_argument("--data", default=str(default))
+    ap.add_argument("--data", default=str(SHARED_DATA / "trec-dl19"))
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--measured", action="append", default=[], help="NAME=PAIRS_PER_S of a measured system")

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import torch
+from bench_data import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
@@ -118,13 +119,10 @@ def flashrank_folder(model_dir: Path, cache: Path) -> Path:
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--data",
-        default=str(
-            Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
-        ),
+        default=str(SHARED_DATA / "trec-dl19"),
     )
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=32)

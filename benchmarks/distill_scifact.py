@@ -44,6 +44,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench_data import SHARED_DATA
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
@@ -62,10 +64,7 @@ from reason2rank.data import (  # noqa: E402
 )
 from reason2rank.types import Doc, Query  # noqa: E402
 
-HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = (
-    Path(os.environ.get("R2R_SHARED_DATA") or HERE.parent.parent / "shared" / "data") / "beir-scifact"
-)
+DEFAULT_DATA = SHARED_DATA / "beir-scifact"
 DEFAULT_CACHE = Path("~/.cache/reason2rank/bench/scifact")
 MEASURES = [nDCG @ 10, RR @ 10, R @ 100]
 

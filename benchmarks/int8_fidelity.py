@@ -25,13 +25,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from bench_data import SHARED_DATA
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("R2R_NO_PROGRESS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-HERE = Path(__file__).resolve().parent
-SHARED = Path(os.environ.get("R2R_SHARED_DATA") or HERE.parent.parent / "shared" / "data")
 
 
 def ndcg10(qrels: dict, items: list, scores: list[np.ndarray]) -> float:
@@ -45,14 +43,14 @@ def ndcg10(qrels: dict, items: list, scores: list[np.ndarray]) -> float:
 def dl19() -> tuple[list, dict]:
     from reason2rank.data import read_qrels, read_rankllm_candidates
 
-    data = SHARED / "trec-dl19"
+    data = SHARED_DATA / "trec-dl19"
     return read_rankllm_candidates(data / "bm25_top100.json"), read_qrels(data / "qrels.txt")
 
 
 def scifact(depth: int) -> tuple[list, dict]:
     from reason2rank.data import candidates_from_run, read_docs_jsonl, read_qrels, read_topics, read_trec_run
 
-    data = SHARED / "beir-scifact"
+    data = SHARED_DATA / "beir-scifact"
     run = {qid: ranked[:depth] for qid, ranked in read_trec_run(data / "bm25_test_top100.trec").items()}
     items = candidates_from_run(
         run, read_topics(data / "queries.test.jsonl"), read_docs_jsonl(data / "corpus.jsonl")

@@ -34,8 +34,10 @@ import time
 import warnings
 from pathlib import Path
 
+from bench_data import SHARED_DATA
+
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = Path(os.environ.get("R2R_SHARED_DATA") or HERE.parent.parent / "shared" / "data") / "trec-dl19"
+DEFAULT_DATA = SHARED_DATA / "trec-dl19"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

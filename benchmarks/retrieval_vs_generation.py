@@ -25,9 +25,10 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from bench_data import SHARED_DATA
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("R2R_SHARED_DATA") or ROOT.parent / "shared" / "data") / "beir-scifact"
+DATA = SHARED_DATA / "beir-scifact"
 
 
 def read_scifact(n_queries: int | None):

@@ -25,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_data import SHARED_DATA
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))  # the tiny random Qwen2-VL (no VLM weights exist offline)
 
@@ -33,7 +35,7 @@ from reason2rank.cpu_isa import cpu_flags  # noqa: E402
 from reason2rank.data import read_docs_jsonl, read_qrels, read_topics, read_trec_run  # noqa: E402
 from reason2rank.data.pages import page_qrels, render_pages  # noqa: E402
 
-DATA = Path(os.environ.get("R2R_SHARED_DATA") or HERE.parent.parent / "shared" / "data") / "beir-scifact"
+DATA = SHARED_DATA / "beir-scifact"
 
 
 def main() -> None:
