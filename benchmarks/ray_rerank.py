@@ -20,7 +20,8 @@ processes (raylet, GCS, Ray Data's executor and actors) a core of their own, whi
 from the CPU its processes take from the model's threads. The overhead of Ray at 1 actor is
 ``time(ray, 1 actor) / time(in-process) - 1``, of the medians and per round (a Ray run next to its in-process run:
 this VM's speed drifts by ±20% over minutes). Scores are checked against the in-process ones (same order; float32
-rounding apart). ``--rounds N`` repeats the three in turn.
+rounding apart). ``--rounds N`` repeats the three in turn. First it prints how much of the token slots the
+actors' calls pad with the driver's character and token orders, against one call of the whole run.
 
     flock /tmp/r2r-bench.lock python benchmarks/ray_rerank.py [--queries 43] [--rounds 1] [--json out.json]
 """
@@ -51,6 +52,34 @@ def build_cross_encoder_dir(out: Path) -> Path:
     return out
 
 
+def padding_of_calls(reranker, items, pairs_per_call: int, batch_size: int) -> dict[str, float]:
+    """The share of token slots that are padding when the pairs are cut into calls of ``pairs_per_call`` after the
+    driver's order by characters or by tokens (``sort_pairs_by_length``), each call batched as the engine does
+    (longest first, ``batch_size`` a batch); and with the whole run in one call (the in-process engine)."""
+    from reason2rank.distributed.rerank import length_tokenizer
+    from reason2rank.distributed.rows import pairs_table, sort_pairs_by_length
+
+    keys = [(q.id, i) for q, docs in items for i in range(len(docs))]
+    feats, _ = reranker.encode_pairs([q.text for q, docs in items for _ in docs],
+                                     [d.full_text for _, docs in items for d in docs])  # fmt: skip
+    length = {k: len(f["input_ids"]) for k, f in zip(keys, feats)}
+
+    def padding(calls: list[list[int]]) -> float:
+        slots = 0
+        for call in calls:
+            call = sorted(call, reverse=True)
+            slots += sum(call[i] * len(call[i : i + batch_size]) for i in range(0, len(call), batch_size))
+        return 1 - sum(length.values()) / slots
+
+    table = pairs_table(items)
+    out = {"whole run": padding([list(length.values())])}
+    for name, tok in (("characters", None), ("tokens", length_tokenizer(reranker.model_name_or_path, {}))):
+        order = sort_pairs_by_length(table, tok)
+        rows = [length[(q, r)] for q, r in zip(order["qid"].to_pylist(), order["rank"].to_pylist())]
+        out[name] = padding([rows[i : i + pairs_per_call] for i in range(0, len(rows), pairs_per_call)])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(SHARED_DATA / "trec-dl19"))
@@ -72,6 +101,7 @@ def main() -> None:
     from reason2rank.cpu_isa import cpu_isa_summary, usable_cores
     from reason2rank.data import read_rankllm_candidates
     from reason2rank.distributed import rerank_dataset
+    from reason2rank.distributed.rerank import auto_pairs_per_call
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -88,6 +118,13 @@ def main() -> None:
     times: dict[str, list[float]] = {"in-process": [], "ray-1": [], "ray-2": []}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = str(build_cross_encoder_dir(Path(tmp) / "minilm-ce"))
+        per_call = args.pairs_per_call or auto_pairs_per_call(n_pairs, 1)
+        shares = padding_of_calls(reason2rank.load(model_dir, progress=False, **options), items, per_call,
+                                  args.batch_size)  # fmt: skip
+        print(
+            f"padding at {per_call} pairs a call: "
+            + ", ".join(f"{k} {100 * v:.1f}%" for k, v in shares.items())
+        )
         reference = None
         for _ in range(args.rounds):
             start = time.perf_counter()  # no Ray running: its processes would take CPU from this run too
