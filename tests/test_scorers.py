@@ -221,6 +221,20 @@ def test_causal_lm_truncation_keeps_instruction_and_template_ending(tiny_llama_d
     assert score == pytest.approx(_plain_causal_score(tiny_llama_dir, model, DOCS[5] * 3), abs=1e-5)
 
 
+def test_causal_lm_over_an_already_loaded_model_is_not_read_again(tiny_llama_dir, monkeypatch):
+    """``loaded=``: the model in memory is used as it is (the same object, not a copy) and scores like a load."""
+    expected = _scores(CausalLMReranker(tiny_llama_dir, **FP32), _items())
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir, dtype=torch.float32)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("read again")
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", refuse)
+    scorer = CausalLMReranker(tiny_llama_dir, loaded=model, **FP32)
+    assert scorer.model is model
+    assert _scores(scorer, _items()) == pytest.approx(expected, abs=1e-6)
+
+
 def test_causal_lm_lora_merged_equals_unmerged(tiny_llama_dir, tiny_llama_lora_dir):
     kw = {"family": "causal-lm", "adapter": tiny_llama_lora_dir, **FP32}
     plain = _scores(reason2rank.load(tiny_llama_dir, family="causal-lm", **FP32), _items())

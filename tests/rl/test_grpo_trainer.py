@@ -142,14 +142,20 @@ def test_setwise_run_opens_as_the_setwise_strategy_and_warns_on_ties(tmp_path, t
     assert out.info["unparsed"] == out.info["comparisons"] > 0
 
 
-def test_binary_run_opens_as_causal_lm_with_the_binary_read_out(tmp_path, tiny_llama_dir):
+def test_binary_run_opens_as_causal_lm_with_the_binary_read_out(tmp_path, tiny_llama_dir, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
     import reason2rank
     from reason2rank.scorers.causal_lm import CausalLMReranker
 
     write_toy_data(tmp_path)
     cfg = GRPOTrainConfig.from_yaml(write_config(tmp_path / "c.yaml", _binary_config(tmp_path, tiny_llama_dir,
                                                                                      max_steps=1)))  # fmt: skip
+    loads = record_loads(monkeypatch, AutoModelForCausalLM)
     result = train_grpo(cfg)
+    assert loads and not [
+        p for p in loads if p.parent == result.model_dir.parent
+    ]  # saving reads nothing back
     scorer = reason2rank.load(result.model_dir)
     assert isinstance(scorer, CausalLMReranker)
     assert scorer.readout["type"] == "tokens"

@@ -394,7 +394,9 @@ def _family_config(cfg: GRPOTrainConfig, directory: Path, model: Any, tokenizer:
     if cfg.task == "binary":
         from reason2rank.scorers.causal_lm import CausalLMReranker
 
-        scorer = CausalLMReranker(directory, prompt_template=cfg.prompt, device="cpu", progress=False)
+        device = str(next(model.parameters()).device)
+        scorer = CausalLMReranker(directory, prompt_template=cfg.prompt, device=device, loaded=model,
+                                  progress=False)  # fmt: skip
         (directory / "prompt_template.json").write_text(
             json.dumps(scorer.template.source, indent=2) + "\n", encoding="utf-8"
         )

@@ -36,7 +36,9 @@ class TransformerReranker(Reranker):
     ``runtime`` (``"auto"``, ``"torch"``, ``"onnx"``, ``"openvino"``) and ``dtype`` (``"auto"``, ``"fp32"``, ``"bf16"``,
     ``"fp16"``, and ``"int8"`` on ONNX Runtime) choose what the encoder families run on; see
     ``reason2rank.onnx.runtime.choose_runtime``. ``onnx`` is the ``onnx`` field of ``r2r_model.json`` (written
-    by ``reason2rank export-onnx``).
+    by ``reason2rank export-onnx``). ``loaded``: the backbone of ``model_name_or_path`` already in memory (the
+    merged policy a trainer has just saved there), used as it is instead of being read again; only moved to
+    ``device`` (``dtype`` and ``model_kwargs`` are not applied to it).
     """
 
     family: str = ""
@@ -62,6 +64,7 @@ class TransformerReranker(Reranker):
         model_dir: str | os.PathLike | None = None,
         runtime: str | None = None,
         onnx: dict[str, Any] | None = None,
+        loaded: Any = None,
     ) -> None:
         if not isinstance(max_length, int) or max_length < 8:
             raise ValueError(f"max_length must be an int >= 8, got {max_length!r}")
@@ -89,6 +92,7 @@ class TransformerReranker(Reranker):
             "trust_remote_code": trust_remote_code,
         }
         self.model_kwargs = dict(model_kwargs or {})
+        self._loaded = loaded
         self.model_dir = Path(model_dir) if model_dir else None
         self.truncation = TruncationWarnings(max_length)
 
@@ -105,8 +109,11 @@ class TransformerReranker(Reranker):
         return AutoTokenizer.from_pretrained(path or self.model_name_or_path, **kw)
 
     def _from_pretrained(self, auto_class: Any, **kwargs: Any) -> Any:
-        """``auto_class.from_pretrained`` of the backbone in the engine's dtype; transformers' own loading bar
-        follows the engine's progress setting."""
+        """``auto_class.from_pretrained`` of the backbone in the engine's dtype (the ``loaded`` model when one was
+        given); transformers' own loading bar follows the engine's progress setting."""
+        if self._loaded is not None:
+            model, self._loaded = self._loaded, None
+            return model
         with quiet_transformers_progress(self.engine.progress):
             return auto_class.from_pretrained(
                 self.model_name_or_path, dtype=self.engine.dtype, **self._pretrained_kwargs(), **kwargs
