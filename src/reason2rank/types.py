@@ -7,7 +7,8 @@ own objects (DataFrame rows, Haystack Documents) to and from these.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +52,8 @@ class Doc:
             from reason2rank.media import as_image_ref
 
             what = f"document {self.id!r}"
-            images = (self.images,) if isinstance(self.images, (str, bytes)) else tuple(self.images)
+            one = isinstance(self.images, (str, bytes, os.PathLike)) or not isinstance(self.images, Iterable)
+            images = (self.images,) if one else tuple(self.images)  # one path, bytes, PIL image or ImageRef
             object.__setattr__(self, "images", tuple(as_image_ref(x, what) for x in images))
             parts = tuple(p if isinstance(p, str) else as_image_ref(p, what) for p in self.parts)
             object.__setattr__(self, "parts", parts)

@@ -121,6 +121,12 @@ def test_media_errors_name_the_document(vlm_dir, pages, tmp_path):
         strict.rerank("q", [Doc("v", None, images=[b"%PDF-1.7 truncated"])])
     with pytest.raises(MediaError, match="cannot use a int as an image"):
         Doc("w", None, images=[3])
+    with pytest.raises(MediaError, match=r"document 'u'.*cannot use a int as an image"):
+        Doc("u", None, images=3)  # one value that is not an image: named, not "int is not iterable"
+    # one image given without a list: a path, a Path, a PIL image (as one str or bytes already was)
+    one = random_image(30, 30)
+    for single in (str(pages / "p0.png"), pages / "p0.png", one):
+        assert len(Doc("s", None, images=single).images) == 1
 
 
 def test_text_families_rank_image_only_documents_last(tiny_bert_dir, pages):
@@ -179,6 +185,19 @@ def test_vlm_listwise_puts_images_in_their_slots_and_parses_and_repairs(vlm_dir,
     assert first.info["windows_repaired"] == 0
     assert [sd.doc.id for sd in second] == ["b", "a", "c"]  # duplicates dropped, missing appended in order
     assert second.info["windows_repaired"] == 1
+
+
+def test_vlm_listwise_shows_an_interleaved_document_in_its_reading_order(vlm_dir, pages):
+    ranker = reason2rank.load(vlm_dir, family="vlm-listwise", dtype="fp32", window=2, stride=2, max_words=3)
+    page = _docs(pages)[0]
+    mixed = Doc("m", None, parts=["intro words before the figure", pages / "p1.png", "closing words", ""])
+    msgs = ranker.window_messages(Query("q", "water"), [page, mixed], 64)
+    parts = [c for m in msgs if not isinstance(m["content"], str) for c in m["content"]]
+    assert [c["image"] for c in parts if c["type"] == "image"] == [page.images[0], mixed.parts[1]]
+    text = "".join(c.get("text", "<IMG>") for c in parts)
+    slot = text[text.index("Image 2:") :]
+    assert slot.index("intro words before") < slot.index("<IMG>") < slot.index("closing words")
+    assert "the figure" not in slot  # each text part cut to max_words=3
 
 
 def test_vision_backend_greedy_answers_equal_model_generate(vlm_dir, vlm):
@@ -340,9 +359,13 @@ def test_cli_reranks_page_images_named_in_the_docs_jsonl(vlm, pages, tmp_path):
 
 def test_vlm_listwise_saves_and_reopens(vlm_dir, tmp_path):
     ranker = reason2rank.load(
-        vlm_dir, family="vlm-listwise", dtype="fp32", window=4, stride=2, max_pixels=28 * 28 * 16
+        vlm_dir, family="vlm-listwise", dtype="fp32", window=4, stride=2, max_pixels=28 * 28 * 16,
+        max_new_tokens=8,
     )
     again = reason2rank.load(ranker.save(tmp_path / "listwise"))
     assert type(again).__name__ == "VLMListwiseReranker"
     assert (again.window, again.stride, again.budget) == (4, 2, ranker.budget)
     assert again.prompt.version == "listwise/mm-r5-v1"
+    docs = [Doc(f"p{i}", None, images=[random_image(56 + 28 * i, 56, i)]) for i in range(3)]
+    before, after = ranker.rerank("water", docs, explain=3), again.rerank("water", docs, explain=3)
+    assert [(sd.doc.id, sd.reasoning) for sd in after] == [(sd.doc.id, sd.reasoning) for sd in before]

@@ -110,18 +110,23 @@ def image_window_messages(
     prompt: PromptTemplate, cutter: DocCutter, query: Query, docs: Sequence[Doc]
 ) -> list[dict[str, Any]]:
     """``prompt`` rendered for ``docs`` with each document's images as ``{"type": "image", "image": ImageRef}``
-    parts in its slot, then its text cut by ``cutter`` (a document without images is shown as text); what the
-    strategy asks its VLM and what GRPO trains it on (``reason2rank.rl.examples``)."""
+    parts in its slot, then its text cut by ``cutter`` (a document without images is shown as text; an interleaved
+    document's ``parts`` in their order, each text part cut); what the strategy asks its VLM and what GRPO trains it
+    on (``reason2rank.rl.examples``)."""
     slots: dict[str, tuple[Any, str]] = {}
     passages = []
     for d in docs:
-        marks = []
-        for ref in d.images:
+        pieces = []
+        for part in d.parts or (*d.images, d.full_text):
+            if isinstance(part, str):
+                cut = cutter(part) if part else ""
+                if cut:
+                    pieces.append(cut)
+                continue
             mark = _IMAGE.format(len(slots))
-            slots[mark] = (ref, d.id)
-            marks.append(mark)
-        text = cutter(d.full_text) if d.full_text else ""
-        passages.append(" ".join(marks + ([text] if text else [])))
+            slots[mark] = (part, d.id)
+            pieces.append(mark)
+        passages.append(" ".join(pieces))
     messages = prompt.render({"query": query.text}, passages)
     return [{"role": m["role"], "content": _with_images(m["content"], slots)} for m in messages]
 
