@@ -109,19 +109,46 @@ def test_pairs_are_ordered_by_the_models_tokens(tiny_bert_dir, tmp_path):
     table = pairs_table(items)
     by_tokens = sort_pairs_by_length(table, tokenizer).column("docno").to_pylist()
     counts = {d.id: tokens(q.text) + tokens(d.title) + tokens(d.text) for q, docs in items for d in docs}
-    assert counts == {
-        "a": 4,
-        "b": 7,
-        "c": 1,
-        "d": 3,
-    }  # people ×4; x , q ; z + time + people; people; x y about
+    # a: people ×4; b: x , q ; z + time + people; c: people; d: x y about
+    assert counts == {"a": 4, "b": 7, "c": 1, "d": 3}
     assert by_tokens == ["c", "d", "a", "b"]
-    assert sort_pairs_by_length(table).column("docno").to_pylist() == [
-        "c",
-        "d",
-        "b",
-        "a",
-    ]  # 6, 8, 15, 26 chars
+    by_chars = sort_pairs_by_length(table).column("docno").to_pylist()
+    assert by_chars == ["c", "d", "b", "a"]  # 6, 8, 15, 26 characters
+
+
+def test_vision_pages_travel_as_paths(ray_local, tmp_path):
+    """A vision family on Ray reads the pages from their paths (image-only pages are scored, not ranked last as
+    documents without text): the same ids, scores and ranks as in-process; images held in memory, interleaved
+    parts and mode='pairs' for a family that ranks whole queries are refused before any actor starts."""
+    from tiny_vlm import make_tiny_qwen2_vl, random_image
+
+    model = str(make_tiny_qwen2_vl(tmp_path / "vlm"))
+    pages = []
+    for i, (h, w) in enumerate([(56, 84), (112, 56), (84, 84), (56, 56)]):
+        pages.append(tmp_path / f"p{i}.png")
+        random_image(h, w, seed=i).save(pages[-1])
+    items = [
+        (Query("q1", "cat dog"), [Doc("a", None, images=[str(pages[0])]), Doc("b", "dog text"),
+                                  Doc("c", None, images=[str(pages[1]), str(pages[2])])]),
+        (Query("q2", "bird"), [Doc("d", None, images=[str(pages[3])]), Doc("e", None, images=[str(pages[0])])]),
+    ]  # fmt: skip
+    options = {"family": "vlm", "batch_size": 1}
+    expected = reference(ray_local, model, items, **options)
+    run = rerank_dataset(model, items, concurrency=1, **options)
+    assert run.mode == "queries" and run.missing_text == 0  # the vlm family ranks whole queries (parts="best")
+    assert rows(run) == expected
+    assert len({s for _, lst in expected for _, s, _ in lst}) == 5  # every page was scored, none tied last
+
+    with pytest.raises(ValueError, match=r"document 'm' has an image held in memory"):
+        rerank_dataset(model, [(Query("q", "x"), [Doc("m", None, images=[random_image(28, 28)])])], **options)
+    with pytest.raises(ValueError, match=r"document 'i' has interleaved parts"):
+        rerank_dataset(model, [(Query("q", "x"), [Doc("i", None, parts=["text", str(pages[0])])])], **options)
+
+
+def test_pairs_mode_is_refused_for_a_family_that_ranks_whole_queries(tiny_llama_dir):
+    items = make_items(2, 5)
+    with pytest.raises(ValueError, match=r"mode='pairs' scores each \(query, document\) pair apart"):
+        rerank_dataset(tiny_llama_dir, items, family="listwise", mode="pairs")
 
 
 @pytest.mark.slow

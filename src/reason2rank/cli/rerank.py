@@ -71,7 +71,7 @@ def add_ray_args(p: argparse.ArgumentParser, command: str) -> None:
     if command == "rerank":
         g.add_argument("--pairs-per-call", type=int, default=None,
                        help="pairs per actor call for pointwise models (default: about 4 calls per actor, "
-                            "64-4096 pairs; 512 for Parquet input)")  # fmt: skip
+                            "64-4096 pairs)")  # fmt: skip
     g.add_argument("--queries-per-call", type=int, default=None,
                    help="whole queries per actor call (default: 8 for rerank, 4 for teach)")  # fmt: skip
 

@@ -97,11 +97,17 @@ class DistributedRun:
 def rank_mode(model: str | os.PathLike[str] | None, family: str | None = None, explain: int = 0) -> str:
     """``"pairs"`` for a pointwise family (it implements ``score_batch`` only), else ``"queries"``; explained
     runs always go by whole queries (the top-k of a query is known only once all of it is scored)."""
+    if explain:
+        return "queries"
+    cls: Any = _family(model, family)
+    return "pairs" if cls.rank_batch is Reranker.rank_batch else "queries"
+
+
+def _family(model: str | os.PathLike[str] | None, family: str | None) -> type[Reranker]:
+    """The reranker class ``model`` opens as (``family``, else its ``r2r_model.json``)."""
     from reason2rank.load import family_class
     from reason2rank.model_dir import read_r2r_config
 
-    if explain:
-        return "queries"
     name = family
     if name is None:
         cfg, _root = read_r2r_config(str(model))
@@ -111,8 +117,7 @@ def rank_mode(model: str | os.PathLike[str] | None, family: str | None = None, e
                 "how to open it"
             )
         name = str(cfg["family"])
-    cls: Any = family_class(name)
-    return "pairs" if cls.rank_batch is Reranker.rank_batch else "queries"
+    return family_class(name)  # type: ignore[return-value]
 
 
 class _ModelActor:
@@ -194,10 +199,20 @@ class QueryRanker(_ModelActor):
         items = [
             (
                 Query(str(qid), query),
-                [Doc(str(d), t, ti) for d, t, ti in zip(docnos, texts, titles or [None] * len(docnos))],
+                [
+                    Doc(str(d), t, ti, images=tuple(im or ()))
+                    for d, t, ti, im in zip(
+                        docnos, texts, titles or [None] * len(docnos), images or [None] * len(docnos)
+                    )
+                ],
             )
-            for qid, query, docnos, texts, titles in zip(
-                cols["qid"], cols["query"], cols["docnos"], cols["texts"], cols["titles"]
+            for qid, query, docnos, texts, titles, images in zip(
+                cols["qid"],
+                cols["query"],
+                cols["docnos"],
+                cols["texts"],
+                cols["titles"],
+                cols.get("images") or [None] * len(cols["qid"]),
             )
         ]
         with warnings.catch_warnings():
@@ -280,9 +295,16 @@ def rerank_dataset(
         raise ValueError(f"num_cpus and num_gpus must be >= 0, got {num_cpus} and {num_gpus}")
     if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
         raise ValueError(f"explain must be a non-negative int, got {explain!r}")
+    reads = bool(_family(model, family).reads_images)  # a vision family: its pages travel as paths
     chosen = rank_mode(model, family, explain) if mode == "auto" else mode
     if chosen == "pairs" and explain:
         raise ValueError("explain=k needs whole queries: use mode='auto' or mode='queries'")
+    if chosen == "pairs" and rank_mode(model, family) == "queries":
+        raise ValueError(
+            f"mode='pairs' scores each (query, document) pair apart from the others, which only a pointwise family "
+            f"can do; {model} ranks a query's documents together (listwise, setwise, pairwise, ICR, ...): use "
+            "mode='auto' or mode='queries'"
+        )
     ray = import_ray()
     options = dict(load_options)
     if family is not None:
@@ -295,7 +317,7 @@ def rerank_dataset(
     query_order: list[str] | None = None
     items: list[tuple[Query, list[Doc]]] | None = None
     if isinstance(data, (list, tuple)):
-        items = prepare_items(list(data))  # the in-process validation and text cleaning, on the driver
+        items = prepare_items(list(data), reads_images=reads)  # the in-process validation, on the driver
         query_order = [q.id for q, _ in items]
         if len({*query_order}) != len(query_order):
             raise ValueError("two items have the same query id; give each query one (Query, docs) item")
@@ -308,17 +330,17 @@ def rerank_dataset(
             run.write(out, tag=tag)
         return run
 
+    blocks = None  # an in-memory run's rows, built (and checked) before Ray starts
+    if items is not None and chosen == "pairs":
+        table = sort_pairs_by_length(pairs_table(items), length_tokenizer(model, options))
+        blocks = _chunks(table, pairs_per_call)
+    elif items is not None:
+        blocks = _chunks(items_table([(q, d) for q, d in items if d], images=reads), queries_per_call)
     with ray_session(
         address, num_cpus=local_cpus(concurrency, num_cpus), init_options=ray_init, progress=progress
     ):
-        if items is not None:
-            if chosen == "pairs":
-                table = sort_pairs_by_length(pairs_table(items), length_tokenizer(model, options))
-                ds = ray.data.from_arrow(_chunks(table, pairs_per_call))
-            else:
-                ds = ray.data.from_arrow(
-                    _chunks(items_table([(q, d) for q, d in items if d]), queries_per_call)
-                )
+        if blocks is not None:
+            ds = ray.data.from_arrow(blocks)
         else:
             ds = as_dataset(ray, data)
             if chosen == "queries":

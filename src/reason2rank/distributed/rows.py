@@ -1,8 +1,9 @@
 """Rows of a distributed run: what goes into the actors and what comes back.
 
 Input (a Ray Dataset, Parquet files, or ``(Query, docs)`` pairs turned into rows here): one row per
-(query, document) with the columns ``qid``, ``query``, ``docno``, ``text`` (null: no text), optionally ``title``,
-and the first-stage order of each query's candidates: ``rank`` (smaller first) or, without it, ``score``
+(query, document) with the columns ``qid``, ``query``, ``docno``, ``text`` (null: no text), optionally ``title``
+and ``images`` (a list of image file paths, for the vision families: images travel as paths the actors read, so they
+must be on storage every node sees; in-memory images and interleaved parts are refused), and the first-stage order of each query's candidates: ``rank`` (smaller first) or, without it, ``score``
 (larger first, then ``docno``). Order-returning strategies read the candidates in that order, and equal
 pointwise scores keep it.
 
@@ -28,6 +29,7 @@ __all__ = [
     "EXPLANATION_COLUMNS",
     "REQUIRED_COLUMNS",
     "check_columns",
+    "image_paths",
     "items_table",
     "ordered_docs",
     "pairs_table",
@@ -108,21 +110,41 @@ def _token_counts(tokenizer: Any, column: Any) -> Any:
     return pc.fill_null(pc.take(lengths, pc.index_in(column, value_set=distinct)), 0)
 
 
-def items_table(items: Sequence[tuple[Query, Sequence[Doc]]]) -> Any:
+def items_table(items: Sequence[tuple[Query, Sequence[Doc]]], images: bool = False) -> Any:
     """One pyarrow row per query of ``items``: ``qid``, ``query`` and list columns ``docnos``, ``texts``,
     ``titles`` in the query's candidate order (what the whole-query actors read)."""
     import pyarrow as pa
 
     strings = pa.list_(pa.string())
-    return pa.table(
-        {
-            "qid": pa.array([q.id for q, _ in items], pa.string()),
-            "query": pa.array([q.text for q, _ in items], pa.string()),
-            "docnos": pa.array([[d.id for d in docs] for _, docs in items], strings),
-            "texts": pa.array([[_as_text(d.text) for d in docs] for _, docs in items], strings),
-            "titles": pa.array([[_as_text(d.title) for d in docs] for _, docs in items], strings),
-        }
-    )
+    table = {
+        "qid": pa.array([q.id for q, _ in items], pa.string()),
+        "query": pa.array([q.text for q, _ in items], pa.string()),
+        "docnos": pa.array([[d.id for d in docs] for _, docs in items], strings),
+        "texts": pa.array([[_as_text(d.text) for d in docs] for _, docs in items], strings),
+        "titles": pa.array([[_as_text(d.title) for d in docs] for _, docs in items], strings),
+    }
+    if images:  # for a family that reads images: their paths (see ``image_paths``)
+        table["images"] = pa.array([[image_paths(d) for d in docs] for _, docs in items], pa.list_(strings))
+    return pa.table(table)
+
+
+def image_paths(doc: Doc) -> list[str]:
+    """The file paths of ``doc``'s images (what a Ray run sends the actors); a ``ValueError`` naming the document
+    for an image held in memory or for interleaved parts, which a run's rows do not carry."""
+    if doc.parts:
+        raise ValueError(
+            f"document {doc.id!r} has interleaved parts, which a Ray run does not carry; rerank it in-process, or "
+            "give its page images as images=[paths]"
+        )
+    paths = []
+    for ref in doc.images:
+        if ref.path is None:
+            raise ValueError(
+                f"document {doc.id!r} has an image held in memory ({ref.label!r}); a Ray run "
+                "sends images as file paths the actors read: save it to a file on storage every node sees"
+            )
+        paths.append(str(ref.path))
+    return paths
 
 
 def _as_text(value: Any) -> str | None:
@@ -195,15 +217,16 @@ def pack_query(group: Any) -> Any:
     n = len(cols["docno"])
     titles = cols.get("title") or [None] * n
     strings = pa.list_(pa.string())
-    return pa.table(
-        {
-            "qid": pa.array([str(cols["qid"][0])], pa.string()),
-            "query": pa.array([cols["query"][0]], pa.string()),
-            "docnos": pa.array([[str(cols["docno"][i]) for i in order]], strings),
-            "texts": pa.array([[cols["text"][i] for i in order]], strings),
-            "titles": pa.array([[titles[i] for i in order]], strings),
-        }
-    )
+    table = {
+        "qid": pa.array([str(cols["qid"][0])], pa.string()),
+        "query": pa.array([cols["query"][0]], pa.string()),
+        "docnos": pa.array([[str(cols["docno"][i]) for i in order]], strings),
+        "texts": pa.array([[cols["text"][i] for i in order]], strings),
+        "titles": pa.array([[titles[i] for i in order]], strings),
+    }
+    if "images" in cols:
+        table["images"] = pa.array([[cols["images"][i] for i in order]], pa.list_(strings))
+    return pa.table(table)
 
 
 def as_dataset(ray: Any, data: Any) -> Any:
