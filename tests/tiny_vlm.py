@@ -6,6 +6,8 @@
 ``<|video_pad|>``), a chat template that renders ``{"type": "image"}`` parts the way Qwen2-VL's does, and a
 ``Qwen2VLImageProcessorPil`` config (patch 14, merge 2: one image token per 28x28 pixels). No video processor is
 written (it needs torchvision); ``AutoProcessor`` does not open the directory, ``VisionInputs`` opens its parts.
+``shape="2b"`` builds the same with Qwen2-VL-2B's layer shapes (28 text layers of width 1536, 32 vision blocks of
+width 1280; random weights, saved in bf16, ~4.4 GB): for timing a forward of a real VLM's cost, never for scores.
 """
 
 from __future__ import annotations
@@ -32,8 +34,27 @@ QWEN2_VL_CHAT_TEMPLATE = (
 )
 
 
-def make_tiny_qwen2_vl(path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 64):
-    """Write a tiny random ``Qwen2VLForConditionalGeneration`` with its tokenizer and image processor to ``path``."""
+#: the text and vision sizes of each shape: the tiny test model, and Qwen2-VL-2B-Instruct's config.json values
+SHAPES = {
+    "tiny": (
+        dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+             mrope_section=[2, 1, 1], initializer_range=0.1),
+        dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, initializer_range=0.1),
+    ),
+    "2b": (
+        dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+             num_key_value_heads=2, mrope_section=[16, 24, 24], initializer_range=0.02),
+        dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, initializer_range=0.02),
+    ),
+}  # fmt: skip
+
+
+def make_tiny_qwen2_vl(
+    path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_pixels: int = 28 * 28 * 64, shape: str = "tiny"
+):
+    """Write a random ``Qwen2VLForConditionalGeneration`` of ``shape`` (see ``SHAPES``) with its tokenizer and image
+    processor to ``path``."""
+    import torch
     from transformers import GenerationConfig, Qwen2VLConfig, Qwen2VLForConditionalGeneration
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
@@ -44,15 +65,17 @@ def make_tiny_qwen2_vl(path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_p
     )
     ids = {t: tok.convert_tokens_to_ids(t) for t in VISION_SPECIALS}
     stop = [tok.convert_tokens_to_ids("<|im_end|>"), tok.convert_tokens_to_ids("<|endoftext|>")]
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {sorted(SHAPES)}, got {shape!r}")
+    text, vision = (dict(x) for x in SHAPES[shape])
+    mrope = text.pop("mrope_section")
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=8192, tie_word_embeddings=True,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 1, 1]},
-            pad_token_id=tok.pad_token_id, eos_token_id=stop[0], bos_token_id=None, initializer_range=0.1,
+            vocab_size=len(tok), max_position_embeddings=8192, tie_word_embeddings=True,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
+            pad_token_id=tok.pad_token_id, eos_token_id=stop[0], bos_token_id=None, **text,
         ),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3, initializer_range=0.1),
+        vision_config=dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3, **vision),
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
@@ -63,6 +86,8 @@ def make_tiny_qwen2_vl(path, seed: int = 0, min_pixels: int = 28 * 28 * 4, max_p
         eos_token_id=stop, pad_token_id=tok.pad_token_id, do_sample=False
     )
     tok.chat_template = QWEN2_VL_CHAT_TEMPLATE
+    if shape != "tiny":
+        model = model.to(torch.bfloat16)  # half the disk; loaded in the dtype asked for
     model.save_pretrained(p)
     tok.save_pretrained(p)
     (Path(p) / "chat_template.jinja").write_text(QWEN2_VL_CHAT_TEMPLATE, encoding="utf-8")
