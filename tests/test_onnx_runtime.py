@@ -112,6 +112,26 @@ def test_onnx_runtime_threads_follow_the_usable_cores(exported_bert):
     assert model.engine.dtype == torch.float32 and model.engine.device.type == "cpu"
 
 
+def test_a_ray_actor_holding_one_cpu_runs_its_exported_model_on_one_thread(exported_bert):
+    """The actor sets the process's inference threads with torch's: N actors on a node do not each run a thread per
+    core on ONNX Runtime / OpenVINO."""
+    from reason2rank.cpu_isa import inference_threads, set_inference_threads, usable_cores
+    from reason2rank.distributed.rerank import PairScorer
+
+    torch_threads = torch.get_num_threads()
+    try:
+        actor = PairScorer(str(exported_bert), {"runtime": "onnx"}, threads=1)
+        assert actor.model.model.threads == 1 and torch.get_num_threads() == 1 and inference_threads() == 1
+        if "openvino" in INSTALLED:
+            assert PairScorer(str(exported_bert), {"runtime": "openvino"}, threads=1).model.model.threads == 1
+    finally:
+        set_inference_threads(None)
+        torch.set_num_threads(torch_threads)
+    assert inference_threads() == usable_cores()
+    with pytest.raises(ValueError, match="threads must be a positive int"):
+        set_inference_threads(0)
+
+
 @pytest.mark.skipif("openvino" not in INSTALLED, reason="OpenVINO is not installed")
 def test_openvino_runs_fp32_with_the_cores_as_threads_and_refuses_the_int8_graph(exported_bert):
     from reason2rank.cpu_isa import usable_cores

@@ -12,7 +12,7 @@ import os
 import platform
 import sys
 
-__all__ = ["cpu_flags", "cpu_isa_summary", "usable_cores"]
+__all__ = ["cpu_flags", "cpu_isa_summary", "inference_threads", "set_inference_threads", "usable_cores"]
 
 #: flag -> the name a figure is labelled with, in the order they are listed
 _NAMED_FLAGS = (
@@ -46,6 +46,24 @@ def usable_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+_THREADS: int | None = None
+
+
+def set_inference_threads(threads: int | None) -> None:
+    """Threads the ONNX Runtime and OpenVINO models opened from now on in this process use (``None``: every usable
+    core again). A Ray actor holding ``n`` CPUs sets ``n`` here and in torch, so that actors sharing a node do not
+    each run a thread per core."""
+    global _THREADS
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    _THREADS = threads
+
+
+def inference_threads() -> int:
+    """The threads an exported model runs on: ``set_inference_threads``'s value, else ``usable_cores()``."""
+    return _THREADS or usable_cores()
 
 
 def cpu_isa_summary() -> str:

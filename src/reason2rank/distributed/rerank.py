@@ -133,7 +133,10 @@ class _ModelActor:
         if threads:
             import torch
 
+            from reason2rank.cpu_isa import set_inference_threads
+
             torch.set_num_threads(threads)
+            set_inference_threads(threads)  # an exported model's ONNX Runtime / OpenVINO threads too
         import reason2rank
 
         opts = {"progress": False, **dict(options)}

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from reason2rank.cpu_isa import usable_cores
+from reason2rank.cpu_isa import inference_threads
 from reason2rank.onnx.runtime import OnnxEncoderModel
 
 __all__ = ["OpenVINOEncoderModel", "require_openvino"]
@@ -70,7 +70,7 @@ class OpenVINOEncoderModel(OnnxEncoderModel):
         ov = require_openvino()
         self.graph = Path(graph)
         self.precision = precision
-        self.threads = threads or usable_cores()
+        self.threads = threads or inference_threads()
         self.streams = int(streams) if streams is not None else default_streams(self.threads)
         if self.streams < 1:
             raise ValueError(f"OpenVINO streams must be >= 1, got {streams!r}")

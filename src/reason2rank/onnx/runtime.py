@@ -3,7 +3,8 @@
 ``OnnxEncoderModel`` stands where the transformers model stands in a scorer: it takes the engine's padded
 batch (torch tensors) and returns ``.logits`` / ``.last_hidden_state`` / ``.hidden_states`` as torch tensors,
 so the scorer's read-out code is the same for both runtimes. Sessions run on the CPU execution provider with
-every graph optimisation on and one intra-op thread per usable core (``reason2rank.cpu_isa.usable_cores``).
+every graph optimisation on and one intra-op thread per usable core (``reason2rank.cpu_isa.inference_threads``:
+the usable cores, or the CPUs a Ray actor holds).
 
 ``choose_runtime`` decides what a scorer runs on (see ``RUNTIMES``).
 """
@@ -18,7 +19,7 @@ from typing import Any
 
 import torch
 
-from reason2rank.cpu_isa import cpu_flags, usable_cores
+from reason2rank.cpu_isa import cpu_flags, inference_threads
 from reason2rank.onnx.record import OnnxRecord, weights_fingerprint, weights_stat
 
 __all__ = [
@@ -217,7 +218,7 @@ class OnnxEncoderModel:
         ort = require_onnxruntime()
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or usable_cores()
+        options.intra_op_num_threads = threads or inference_threads()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         self.graph = Path(graph)
