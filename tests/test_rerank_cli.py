@@ -146,6 +146,20 @@ def test_run_and_explanations_are_written_together_or_not_at_all(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cands.json"]
 
 
+def test_rerank_reports_the_padding_of_its_batches(tmp_path, candidates, tiny_bert_dir, capsys):
+    import reason2rank
+
+    argv = ["rerank", "--model", tiny_bert_dir, "--family", "cross-encoder", "--batch-size", "3", "--no-progress",
+            "--candidates", str(candidates), "--out", str(tmp_path / "run.trec")]  # fmt: skip
+    assert main(argv) == 0
+    same = reason2rank.load(tiny_bert_dir, family="cross-encoder", batch_size=3, progress=False)
+    same.rerank_batch(ITEMS)
+    stats = same.engine.padding
+    assert 0 < stats.tokens < stats.slots  # 4 pairs of different lengths in batches of 3: some padding
+    expected = f"batches held {stats.tokens} tokens in {stats.slots} slots ({100 * stats.padded_fraction:.1f}% padding)"
+    assert expected in capsys.readouterr().err
+
+
 def test_null_content_warns_and_ranks_last(tmp_path, minilm_dir, capsys):
     path = tmp_path / "c.json"
     path.write_text(json.dumps([{"query": "capital of france", "hits": [

@@ -186,6 +186,10 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = reason2rank.load(args.model, **options)
         results = model.rerank_batch(items, explain=args.explain)
+        padding = getattr(getattr(model, "engine", None), "padding", None)
+        if padding is not None and padding.slots:  # a pointwise family: how much of its batches was padding
+            print(f"batches held {padding.tokens} tokens in {padding.slots} slots "
+                  f"({100 * padding.padded_fraction:.1f}% padding)", file=sys.stderr)  # fmt: skip
         log = getattr(getattr(model, "llm", None), "log", None)
         if args.llm_log and log is not None:
             log.save(args.llm_log)
