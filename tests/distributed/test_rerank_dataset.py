@@ -135,7 +135,9 @@ def test_vision_pages_travel_as_paths(ray_local, tmp_path):
     options = {"family": "vlm", "batch_size": 1}
     expected = reference(ray_local, model, items, **options)
     run = rerank_dataset(model, items, concurrency=1, **options)
-    assert run.mode == "queries" and run.missing_text == 0  # the vlm family ranks whole queries (parts="best")
+    assert (
+        run.mode == "queries" and run.missing_text == 0
+    )  # the vlm family ranks whole queries (parts="best")
     assert rows(run) == expected
     assert len({s for _, lst in expected for _, s, _ in lst}) == 5  # every page was scored, none tied last
 
@@ -179,6 +181,44 @@ def test_listwise_equals_in_process(ray_local, tiny_llama_dir):
     run = rerank_dataset(tiny_llama_dir, items, concurrency=2, queries_per_call=1, **options)
     assert run.mode == "queries"
     assert rows(run) == expected
+
+
+def in_process_explained(model: str, items, explain: int, **options):
+    import torch
+
+    import reason2rank
+
+    torch.set_num_threads(1)
+    ranked = reason2rank.load(model, progress=False, **options).rerank_batch(items, explain=explain)
+    return {q.id: [(sd.doc.id, sd.score, sd.rank, sd.reasoning, sd.evidence) for sd in lst]
+            for (q, _), lst in zip(items, ranked)}  # fmt: skip
+
+
+def test_explained_run_from_parquet_equals_in_process(ray_local, tiny_bert_dir, tmp_path):
+    """A Parquet file of shuffled pair rows, explained (so by whole queries: ``groupby("qid")``, candidates put back
+    in first-stage order by ``rank``): the same ranks, scores and evidence as in-process."""
+    import pyarrow.parquet as pq
+
+    items = [(q, docs[:5]) for q, docs in make_items(3, 5, seed=3)]
+    options = {
+        "family": "cross-encoder",
+        "batch_size": 1,
+    }  # one pair per forward: the same bits on both sides
+    expected = ray_local.get(
+        ray_local.remote(num_cpus=1)(in_process_explained).remote(tiny_bert_dir, items, 2, **options)
+    )
+    table = pairs_table(items)
+    pq.write_table(
+        table.take(np.random.default_rng(1).permutation(table.num_rows)), tmp_path / "pairs.parquet"
+    )
+    run = rerank_dataset(tiny_bert_dir, str(tmp_path / "pairs.parquet"), explain=2, concurrency=1, **options)
+    assert run.mode == "queries" and [q for q, _ in run.results] == sorted(expected)
+    got = {
+        q: [(sd.doc.id, sd.score, sd.rank, sd.reasoning, sd.evidence) for sd in lst] for q, lst in run.results
+    }
+    assert got == expected
+    explained = [row[4] for lst in got.values() for row in lst[:2] if row[4]]
+    assert len(explained) >= 5  # the top two of each query carry their evidence span (d2 of q1 has no text)
 
 
 def test_bad_input_is_refused_before_any_work(ray_local, tiny_bert_dir, tmp_path):
