@@ -49,13 +49,23 @@ def _docs(pages: Path) -> list[Doc]:
 
 
 def _plain_score(model_dir: str, vlm, query: str, doc: Doc) -> float:
+    """logit(yes) − logit(no) of a plain transformers forward of Qwen2-VL's own processor output (the image-only
+    processor is Qwen2-VL's ``__call__``: its image-token expansion and pixels, not reason2rank's encoding)."""
     from transformers import AutoModelForImageTextToText
+
+    from reason2rank.scorers.image_only_processor import ImageOnlyQwen2VLProcessor
 
     hf = AutoModelForImageTextToText.from_pretrained(model_dir, dtype=torch.float32).eval()
     msgs, refs, _ = vlm.messages(query, vlm.document_parts(doc))
-    feats = vlm.inputs.encode(msgs, [r.load() for r in refs], vlm.budget)
+    images = [r.load() for r in refs]
+    proc = ImageOnlyQwen2VLProcessor(
+        vlm.inputs.image_processor, vlm.inputs.tokenizer, vlm.inputs.chat_template
+    )
+    size = {"shortest_edge": vlm.budget.min_pixels, "longest_edge": vlm.budget.max_pixels}
+    batch = proc(images=images or None, text=[vlm.inputs.render(msgs)], return_tensors="pt",
+                 images_kwargs={"size": size})  # fmt: skip
     with torch.no_grad():
-        logits = hf(**vlm.inputs.collate([feats])).logits[0, -1]
+        logits = hf(**batch).logits[0, -1]
     return float(logits[vlm.positive_id] - logits[vlm.negative_id])
 
 
@@ -285,6 +295,32 @@ def test_haystack_ranker_reads_blob_file_path_and_image_contents(vlm_dir, vlm, p
     assert again.image_root == str(pages) and again.model_kwargs == {"family": "vlm", "dtype": "fp32"}
 
 
+def test_haystack_pipeline_from_image_contents_round_trips_through_yaml(vlm_dir, vlm, pages):
+    """Haystack's own DocumentToImageContent feeds the ranker's image_contents; the pipeline is dumped to YAML,
+    loaded back and run: the scores are the core's for the same pages."""
+    from haystack import Document, Pipeline
+    from haystack.components.converters.image import DocumentToImageContent
+
+    from haystack_integrations.components.rankers.reason2rank import R2RRanker
+
+    pipe = Pipeline()
+    pipe.add_component("images", DocumentToImageContent(file_path_meta_field="page", root_path=str(pages)))
+    pipe.add_component(
+        "ranker", R2RRanker(model=vlm_dir, model_kwargs={"family": "vlm", "dtype": "fp32"}, top_k=3)
+    )
+    pipe.connect("images.image_contents", "ranker.image_contents")
+    restored = Pipeline.loads(pipe.dumps())
+    texts = [None, "water treatment data", None, "plain text about health"]
+    docs = [Document(id=f"d{i}", content=t, meta={"page": f"p{i}.png"}) for i, t in enumerate(texts)]
+    out = restored.run({"images": {"documents": docs}, "ranker": {"query": "water", "documents": docs}})
+    got = {d.id: d.score for d in out["ranker"]["documents"]}
+    core = vlm.rerank(
+        "water", [Doc(f"d{i}", t, images=[str(pages / f"p{i}.png")]) for i, t in enumerate(texts)]
+    )
+    assert len(got) == 3 and list(got) == [sd.doc.id for sd in core[:3]]  # top_k, in the core's order
+    assert got == pytest.approx({sd.doc.id: sd.score for sd in core[:3]}, abs=1e-5)
+
+
 def test_pyterrier_image_column_and_image_loader(vlm_dir, vlm, pages):
     import pandas as pd
 
@@ -359,7 +395,12 @@ def test_cli_reranks_page_images_named_in_the_docs_jsonl(vlm, pages, tmp_path):
 
 def test_vlm_listwise_saves_and_reopens(vlm_dir, tmp_path):
     ranker = reason2rank.load(
-        vlm_dir, family="vlm-listwise", dtype="fp32", window=4, stride=2, max_pixels=28 * 28 * 16,
+        vlm_dir,
+        family="vlm-listwise",
+        dtype="fp32",
+        window=4,
+        stride=2,
+        max_pixels=28 * 28 * 16,
         max_new_tokens=8,
     )
     again = reason2rank.load(ranker.save(tmp_path / "listwise"))
