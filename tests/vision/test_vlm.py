@@ -76,6 +76,26 @@ def test_scores_equal_a_plain_transformers_forward(vlm_dir, vlm, pages):
         assert got[d.id] == pytest.approx(_plain_score(vlm_dir, vlm, "water health", d), abs=1e-5)
 
 
+def test_a_large_call_holds_one_chunk_of_pages_at_a_time(vlm_dir, pages, monkeypatch):
+    """Prompts are encoded (pixels loaded) CHUNK_BATCHES × batch_size at a time, with the same scores as one run."""
+    from reason2rank.scorers import vlm as vlm_module
+
+    items = [
+        (Query(f"q{i}", w), _docs(pages)) for i, w in enumerate(["water", "health", "data"])
+    ]  # 12 prompts
+    whole = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", batch_size=16, progress=False)
+    expected = [s.tolist() for s in whole.score_batch(items)]
+    small = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", batch_size=2, progress=False)
+    monkeypatch.setattr(vlm_module, "CHUNK_BATCHES", 2)  # chunks of 4 prompts
+    seen = []
+    features = small.features
+    monkeypatch.setattr(small, "features", lambda pairs: seen.append(len(pairs)) or features(pairs))
+    got = [s.tolist() for s in small.score_batch(items)]
+    assert seen == [4, 4, 4]
+    for a, b in zip(got, expected):
+        assert a == pytest.approx(b, abs=1e-5)
+
+
 def test_image_tokens_follow_the_patch_grid_and_the_pixel_budget(vlm):
     msgs, refs, _ = vlm.messages("q", [ImageRef(image=random_image(400, 300, 5))])
     f = vlm.inputs.encode(msgs, [r.load() for r in refs], vlm.budget)

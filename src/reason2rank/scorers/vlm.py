@@ -42,6 +42,8 @@ DEFAULT_VLM_PROMPT: dict[str, Any] = {
     "readout": {"positive": "yes", "negative": "no"},
 }
 PART_MODES = ("whole", "best")
+#: prompts a scoring call encodes at once, in batches: the pixels of this many batches are in memory together
+CHUNK_BATCHES = 4
 
 
 def _check_prompt(prompt: Any) -> dict[str, Any]:
@@ -206,18 +208,26 @@ class VLMReranker(TransformerReranker):
     def score_prompts(
         self, pairs: Sequence[tuple[str, Sequence[str | ImageRef], str]], desc: str
     ) -> np.ndarray:
-        """Scores of (query, parts, document id) prompts, in input order (one engine run)."""
-        feats, truncated = self.features(pairs)
+        """Scores of (query, parts, document id) prompts, in input order. Prompts are encoded and scored
+        ``CHUNK_BATCHES × batch_size`` at a time (each chunk one length-sorted engine run), so a call with thousands
+        of pages holds one chunk's pixels, not all of them (a 256-token page is ~5 MB of fp32 patches)."""
+        chunk = CHUNK_BATCHES * self.engine.batch_size
+        scores: list[np.ndarray] = []
+        truncated = 0
+        for start in range(0, len(pairs), chunk):
+            feats, cut = self.features(pairs[start : start + chunk])
+            truncated += cut
+            scores.append(self.engine.run(
+                feats, self.forward, self.pad_token_id, self.padding_side, desc=desc,
+                collate=self.inputs.collate, key=lambda f: f["key"],
+            ).reshape(-1))  # fmt: skip
         self.truncation.report(
-            truncated, len(feats), what="VLM prompts (document text cut to max_doc_tokens)"
+            truncated, len(pairs), what="VLM prompts (document text cut to max_doc_tokens)"
         )
-        return self.engine.run(
-            feats, self.forward, self.pad_token_id, self.padding_side, desc=desc,
-            collate=self.inputs.collate, key=lambda f: f["key"],
-        ).reshape(-1)  # fmt: skip
+        return np.concatenate(scores) if scores else np.zeros((0,), dtype=np.float32)
 
     def score_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[np.ndarray]:
-        """Scores of every document of every query, from one engine run (``parts="whole"``)."""
+        """Scores of every document of every query (``parts="whole"``), in chunks of prompts (``score_prompts``)."""
         pairs = [(q.text, self.document_parts(d), d.id) for q, docs in items for d in docs]
         flat = self.score_prompts(pairs, desc="vlm rerank")
         return split_scores(flat, [len(docs) for _, docs in items])
