@@ -21,11 +21,20 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ImageRef", "MediaError", "PixelBudget", "as_image_ref", "check_under_root"]
+__all__ = [
+    "ImageRef",
+    "MediaError",
+    "PixelBudget",
+    "as_image_ref",
+    "check_under_root",
+    "is_table",
+    "table_text",
+]
 
 
 class MediaError(ValueError):
@@ -218,3 +227,40 @@ class PixelBudget:
                 raise ValueError(f"{key} must be a positive int (pixels), got {v!r}")
         if self.min_pixels > self.max_pixels:
             raise ValueError(f"min_pixels ({self.min_pixels}) must not exceed max_pixels ({self.max_pixels})")
+
+
+def is_table(value: Any) -> bool:
+    """Whether ``value`` is a table part of an interleaved document: ``{"table": rows}`` (rows of cells, the first
+    the header unless ``"header"`` is given) or a pandas DataFrame."""
+    return (isinstance(value, Mapping) and "table" in value) or (
+        hasattr(value, "columns") and hasattr(value, "itertuples")
+    )
+
+
+def table_text(value: Any, what: str) -> str:
+    """A table part as Markdown (``| a | b |`` rows under a ``|---|`` rule), the text a model reads in its place."""
+    if isinstance(value, Mapping):
+        rows = value["table"]
+        if isinstance(rows, (str, bytes)) or not isinstance(rows, Sequence) or not rows:
+            raise MediaError(f"{what}: a table part's 'table' must be a non-empty list of rows, got {rows!r}")
+        rows = [
+            list(r) if isinstance(r, Sequence) and not isinstance(r, (str, bytes)) else None for r in rows
+        ]
+        if any(r is None for r in rows):
+            raise MediaError(f"{what}: every row of a table part must be a list of cells")
+        header = list(value["header"]) if value.get("header") is not None else rows.pop(0)
+    else:  # a DataFrame
+        header = [str(c) for c in value.columns]
+        rows = [list(r) for r in value.itertuples(index=False)]
+    if any(len(r) != len(header) for r in rows):
+        raise MediaError(
+            f"{what}: a table part's rows must have as many cells as its header ({len(header)}): "
+            f"{[len(r) for r in rows]}"
+        )
+
+    def cell(x: Any) -> str:
+        return " ".join(str("" if x is None else x).split()).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(c) for c in header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)

@@ -36,8 +36,8 @@ class Doc:
 
     ``images`` (page images, figures) are read by vision-language families only: paths, bytes or PIL images,
     kept as lazily loaded ``reason2rank.media.ImageRef`` objects. ``parts`` is an interleaved document (IDentIfy):
-    its texts (str) and images in reading order; a vision-language family reads them in that order and can pick
-    the part that answers the query.
+    its texts (str), images and tables (``{"table": rows}`` or a pandas DataFrame, read as Markdown text) in reading
+    order; a vision-language family reads them in that order and can pick the part that answers the query.
     """
 
     id: str
@@ -49,13 +49,16 @@ class Doc:
 
     def __post_init__(self) -> None:
         if self.images or self.parts:
-            from reason2rank.media import as_image_ref
+            from reason2rank.media import as_image_ref, is_table, table_text
 
             what = f"document {self.id!r}"
             one = isinstance(self.images, (str, bytes, os.PathLike)) or not isinstance(self.images, Iterable)
             images = (self.images,) if one else tuple(self.images)  # one path, bytes, PIL image or ImageRef
             object.__setattr__(self, "images", tuple(as_image_ref(x, what) for x in images))
-            parts = tuple(p if isinstance(p, str) else as_image_ref(p, what) for p in self.parts)
+            parts = tuple(
+                p if isinstance(p, str) else table_text(p, what) if is_table(p) else as_image_ref(p, what)
+                for p in self.parts
+            )
             object.__setattr__(self, "parts", parts)
 
     @property

@@ -217,6 +217,31 @@ def test_vlm_listwise_puts_images_in_their_slots_and_parses_and_repairs(vlm_dir,
     assert second.info["windows_repaired"] == 1
 
 
+def test_table_parts_are_read_as_markdown_in_reading_order(vlm, pages):
+    import pandas as pd
+
+    doc = Doc("t", None, parts=["incidence by year", {"table": [["year", "cases"], [2019, 12], [2020, "n|a"]]},
+                                pages / "p1.png"])  # fmt: skip
+    table = "| year | cases |\n|---|---|\n| 2019 | 12 |\n| 2020 | n\\|a |"
+    assert doc.parts[1] == table
+    frame = pd.DataFrame({"year": [2019, 2020], "cases": [12, "n|a"]})
+    assert Doc("f", None, parts=[frame]).parts == (table,)
+    assert (
+        Doc("h", None, parts=[{"table": [[2019, 12]], "header": ["year", "cases"]}])
+        .parts[0]
+        .startswith("| year | cases |\n|---|---|\n| 2019 | 12 |")
+    )
+    msgs, refs, _ = vlm.messages("cases", vlm.document_parts(doc))
+    content = [c for m in msgs for c in m["content"]]
+    where = [i for i, c in enumerate(content) if c["type"] == "text" and table in c["text"]]
+    image = [i for i, c in enumerate(content) if c["type"] == "image"]
+    assert len(where) == 1 and len(image) == 1 and where[0] < image[0] and refs == [doc.parts[2]]
+    with pytest.raises(MediaError, match=r"document 'r'.*as many cells as its header \(2\)"):
+        Doc("r", None, parts=[{"table": [["a", "b"], [1]]}])
+    with pytest.raises(MediaError, match=r"document 's'.*non-empty list of rows"):
+        Doc("s", None, parts=[{"table": "a,b"}])
+
+
 def test_vlm_listwise_shows_an_interleaved_document_in_its_reading_order(vlm_dir, pages):
     ranker = reason2rank.load(vlm_dir, family="vlm-listwise", dtype="fp32", window=2, stride=2, max_words=3)
     page = _docs(pages)[0]
