@@ -54,6 +54,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="fp32")
     ap.add_argument("--out", default=None, help="write the figures as JSON here")
+    ap.add_argument(
+        "--work", default=None, help="keep the rendered pages (and the model built) in this folder"
+    )
     args = ap.parse_args()
 
     from tiny_vlm import make_tiny_qwen2_vl
@@ -65,7 +68,9 @@ def main() -> None:
     qids = [q for q in topics if q in run][: args.queries]
     top = {q: [d for d, _ in run[q][: args.depth]] for q in qids}
     wanted = list(dict.fromkeys(d for q in qids for d in top[q]))
-    work = Path(tempfile.mkdtemp(prefix="r2r_vlm_pages_"))
+    # a temporary folder removed at exit (TemporaryDirectory's finaliser), unless --work keeps the pages
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="r2r_vlm_pages_")
+    work = Path(args.work or tmp.name)
     t0 = time.perf_counter()
     pages = render_pages([corpus[d] for d in wanted], work / "corpus", per_page=2)
     render_s = time.perf_counter() - t0

@@ -36,9 +36,14 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=3)
     ap.add_argument("--depth", type=int, default=20)
     ap.add_argument("--model", default=None)
+    ap.add_argument(
+        "--work", default=None, help="keep the rendered pages (and the model built) in this folder"
+    )
     args = ap.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="r2r-vlm-hs-"))
+    # a temporary folder removed at exit (TemporaryDirectory's finaliser), unless --work keeps the pages
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="r2r-vlm-hs-")
+    work = Path(args.work or tmp.name)
     pages, topics, qrels = build_pages(args.queries, args.depth, work / "corpus")
     root = work / "corpus" / "pages"
     model = args.model

@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=10)
     ap.add_argument("--depth", type=int, default=20, help="abstracts per query rendered into pages")
     ap.add_argument("--model", default=None, help="a VLM reranker directory or hub id (default: tiny random)")
+    ap.add_argument(
+        "--work", default=None, help="keep the rendered pages (and the model built) in this folder"
+    )
     args = ap.parse_args()
 
     import pandas as pd
@@ -55,10 +58,13 @@ def main() -> None:
     import pt_r2r
     from pt_r2r.demo import _quiet_fds
 
-    work = Path(tempfile.mkdtemp(prefix="r2r-vlm-pt-"))
+    # a temporary folder removed at exit (TemporaryDirectory's finaliser), unless --work keeps the pages
+    tmp = None if args.work else tempfile.TemporaryDirectory(prefix="r2r-vlm-pt-")
+    work = Path(args.work or tmp.name)
     pages, topics, qrels = build_pages(args.queries, args.depth, work / "corpus")
     print(
         f"rendered {len(pages)} pages ({sum(p.has_figure for p in pages)} with a figure) under {work / 'corpus'}"
+        + ("" if args.work else " (removed at exit; --work DIR keeps them)")
     )
     model = args.model
     if model is None:
