@@ -2,9 +2,10 @@
 
 Input (a Ray Dataset, Parquet files, or ``(Query, docs)`` pairs turned into rows here): one row per
 (query, document) with the columns ``qid``, ``query``, ``docno``, ``text`` (null: no text), optionally ``title``
-and ``images`` (a list of image file paths, for the vision families: images travel as paths the actors read, so they
-must be on storage every node sees; in-memory images and interleaved parts are refused), and the first-stage order of each query's candidates: ``rank`` (smaller first) or, without it, ``score``
-(larger first, then ``docno``). Order-returning strategies read the candidates in that order, and equal
+and, for the vision families, ``images`` (a list of image file paths: images travel as paths the actors read, so
+they must be on storage every node sees; in-memory images and interleaved parts are refused), and the first-stage
+order of each query's candidates: ``rank`` (smaller first) or, without it, ``score`` (larger first, then
+``docno``). Order-returning strategies read the candidates in that order, and equal
 pointwise scores keep it.
 
 Output: one row per (query, document) with ``qid``, ``docno``, ``score``, ``rank`` (0-based, as
