@@ -217,6 +217,43 @@ def test_vlm_listwise_puts_images_in_their_slots_and_parses_and_repairs(vlm_dir,
     assert second.info["windows_repaired"] == 1
 
 
+def test_a_part_selector_chooses_the_parts_the_vlm_reads(vlm_dir, tmp_path):
+    """top_parts=2 with a vlm-embed selector: the VLM scores only each document's two parts the selector ranks
+    highest (the cascade's selection); the score is the best of those, and the setting saves and reopens."""
+    from reason2rank.cascade import select_top
+    from reason2rank.scorers.vlm_embed import VLMEmbedder
+
+    img = ImageRef(image=random_image(70, 70, 9), name="figure 1")
+    doc = Doc("x", None, parts=["a passage about cats", img, "water treatment plants", "rain and rivers"])
+    short = Doc("y", "water only")  # one part: nothing to select
+    embedder = VLMEmbedder(vlm_dir, dtype="fp32", progress=False)
+    [cos] = embedder.score_windows([("water", list(doc.parts))])
+    cos_check = [float(embedder.rerank("water", [Doc("p", p) if isinstance(p, str) else Doc("p", None, images=[p])])[0].score)
+                 for p in doc.parts]  # fmt: skip
+    assert cos.tolist() == pytest.approx(cos_check, abs=1e-5)  # each part's cosine, as a one-part document
+    keep = select_top(cos, 2)
+    ranker = reason2rank.load(
+        vlm_dir, family="vlm", dtype="fp32", parts="best", top_parts=2, part_selector=vlm_dir
+    )
+    seen = []
+    score_prompts = ranker.score_prompts
+    ranker.score_prompts = lambda pairs, desc: seen.extend(pairs) or score_prompts(pairs, desc)
+    out = ranker.rerank("water", [doc, short], explain=1)
+    assert [parts[0] for _, parts, _ in seen] == [doc.parts[i] for i in keep] + ["water only"]
+    assert out.info["parts_scored"] == 3
+    allparts = reason2rank.load(vlm_dir, family="vlm", dtype="fp32", parts="best")
+    kept_doc = Doc("x", None, parts=[doc.parts[i] for i in keep])
+    assert {sd.doc.id: sd.score for sd in out}["x"] == pytest.approx(
+        allparts.rerank("water", [kept_doc])[0].score
+    )
+    again = reason2rank.load(ranker.save(tmp_path / "selected"))
+    assert (again.top_parts, again.part_selector_path) == (2, vlm_dir)
+    with pytest.raises(ValueError, match="top_parts needs a part_selector"):
+        reason2rank.load(vlm_dir, family="vlm", parts="best", top_parts=2)
+    with pytest.raises(ValueError, match="needs parts='best'"):
+        reason2rank.load(vlm_dir, family="vlm", top_parts=2, part_selector=vlm_dir)
+
+
 def test_table_parts_are_read_as_markdown_in_reading_order(vlm, pages):
     import pandas as pd
 

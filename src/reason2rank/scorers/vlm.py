@@ -13,6 +13,9 @@ concatenated; identical prompts are computed once. ``min_pixels``/``max_pixels``
 ``parts="best"`` scores each part of an interleaved document on its own (IDentIfy's second stage: which passage
 or page answers the query); the document's score is its best part's, and that part is its evidence (a text part's
 text, or an image part's label). ``parts="whole"`` (default) reads the document as one interleaved sequence.
+With ``top_parts=k`` and a ``part_selector`` (a ``vlm-embed`` model directory, or any object with the cascade's
+``score_windows(items)``), a cheap selector scores every part first and the VLM reads only each document's ``k``
+best — the cascade's window selection, with pages and passages as the windows.
 """
 
 from __future__ import annotations
@@ -65,7 +68,9 @@ class VLMReranker(TransformerReranker):
 
     Args (beyond the shared loading options): ``prompt`` (a dict like ``DEFAULT_VLM_PROMPT``), ``min_pixels`` /
     ``max_pixels`` (the pixel budget per image), ``max_doc_tokens`` (text of a document kept), ``image_root`` (image
-    paths must lie under it), ``parts`` ("whole" or "best"), ``adapter`` / ``merge_adapter`` (a LoRA adapter).
+    paths must lie under it), ``parts`` ("whole" or "best"), ``top_parts`` / ``part_selector`` (with
+    ``parts="best"``: the VLM scores only the ``top_parts`` parts of a document the selector ranks highest),
+    ``adapter`` / ``merge_adapter`` (a LoRA adapter).
     """
 
     family = "vlm"
@@ -83,6 +88,8 @@ class VLMReranker(TransformerReranker):
         max_doc_tokens: int = 256,
         image_root: str | os.PathLike[str] | None = None,
         parts: str = "whole",
+        top_parts: int | None = None,
+        part_selector: Any = None,
         adapter: str | os.PathLike[str] | None = None,
         merge_adapter: bool = False,
         freeze_vision: bool = True,
@@ -101,6 +108,9 @@ class VLMReranker(TransformerReranker):
         self.max_doc_tokens = max_doc_tokens
         self.image_root = str(image_root) if image_root is not None else None
         self.parts = parts
+        self.top_parts, self.part_selector, self.part_selector_path = self._part_selection(
+            top_parts, part_selector, kwargs
+        )
         self.freeze_vision = freeze_vision
         self.inputs = VisionInputs.load(self.model_name_or_path, self.hub_kwargs)
         self.tokenizer = self.inputs.tokenizer
@@ -111,6 +121,30 @@ class VLMReranker(TransformerReranker):
         self.model = self._finish_model(model)
         self.positive_id = self._single_token(self.prompt["readout"]["positive"])
         self.negative_id = self._single_token(self.prompt["readout"]["negative"])
+
+    def _part_selection(self, top_parts: Any, selector: Any, kwargs: dict[str, Any]) -> tuple[Any, Any, Any]:
+        """``top_parts``, the selector object and the selector's directory (saved in ``r2r_model.json``)."""
+        if top_parts is None and selector is None:
+            return None, None, None
+        if isinstance(top_parts, bool) or not isinstance(top_parts, int) or top_parts < 1:
+            raise ValueError(f"top_parts must be a positive int, got {top_parts!r}")
+        if self.parts != "best":
+            raise ValueError("top_parts selects the parts a document is scored by: it needs parts='best'")
+        if selector is None:
+            raise ValueError(
+                "top_parts needs a part_selector: a vlm-embed model directory (or hub id), or an object with "
+                "score_windows([(query, [parts])]) -> [scores per part]"
+            )
+        if isinstance(selector, (str, os.PathLike)):
+            from reason2rank.scorers.vlm_embed import VLMEmbedder
+
+            opts = {k: kwargs[k] for k in ("device", "dtype", "batch_size", "progress") if k in kwargs}
+            embedder = VLMEmbedder(selector, min_pixels=self.budget.min_pixels, max_pixels=self.budget.max_pixels,
+                                   image_root=self.image_root, **opts)  # fmt: skip
+            return top_parts, embedder, str(selector)
+        if not callable(getattr(selector, "score_windows", None)):
+            raise TypeError(f"part_selector must have score_windows(items), got {type(selector).__name__}")
+        return top_parts, selector, None
 
     def _single_token(self, word: str) -> int:
         ids = self.tokenizer.encode(word, add_special_tokens=False)
@@ -237,11 +271,13 @@ class VLMReranker(TransformerReranker):
         is its evidence. Otherwise the scores of ``score_batch``."""
         if self.parts == "whole":
             return super().rank_batch(items)
+        kept = self._selected_parts(items)
         pairs, owner = [], []
         for qi, (q, docs) in enumerate(items):
             for di, d in enumerate(docs):
-                for pi, part in enumerate(d.parts or self.document_parts(d)):
-                    pairs.append((q.text, [part], d.id))
+                parts = d.parts or self.document_parts(d)
+                for pi in kept.get((qi, di), range(len(parts))):
+                    pairs.append((q.text, [parts[pi]], d.id))
                     owner.append((qi, di, pi))
         flat = self.score_prompts(pairs, desc="vlm parts")
         best: dict[tuple[int, int], tuple[float, int]] = {}
@@ -257,8 +293,30 @@ class VLMReranker(TransformerReranker):
                 part = (d.parts or self.document_parts(d))[pi]
                 evidence[di] = part.label if isinstance(part, ImageRef) else part
                 chosen[d.id] = pi
-            out.append(Ranking(scores, evidence=evidence, info={"best_part": chosen}))
+            info: dict[str, Any] = {"best_part": chosen}
+            if self.top_parts is not None:
+                info["parts_scored"] = sum(1 for o in owner if o[0] == qi)
+            out.append(Ranking(scores, evidence=evidence, info=info))
         return out
+
+    def _selected_parts(
+        self, items: Sequence[tuple[Query, Sequence[Doc]]]
+    ) -> dict[tuple[int, int], list[int]]:
+        """With ``top_parts``: the parts (indices, in document order) the selector keeps of each document that has
+        more; one ``score_windows`` call for all of them."""
+        if self.top_parts is None:
+            return {}
+        from reason2rank.cascade.selectors import select_top
+
+        where, windows = [], []
+        for qi, (q, docs) in enumerate(items):
+            for di, d in enumerate(docs):
+                parts = d.parts or self.document_parts(d)
+                if len(parts) > self.top_parts:
+                    where.append((qi, di))
+                    windows.append((q.text, list(parts)))
+        scores = self.part_selector.score_windows(windows) if windows else []
+        return {k: select_top(np.asarray(sc), self.top_parts) for k, sc in zip(where, scores)}
 
     # -- training support -------------------------------------------------------------------------------------
     def trainable(self) -> None:
@@ -275,6 +333,13 @@ class VLMReranker(TransformerReranker):
         cfg = super().r2r_config()
         cfg.update(prompt=dict(self.prompt), min_pixels=self.budget.min_pixels, max_pixels=self.budget.max_pixels,
                    max_doc_tokens=self.max_doc_tokens, parts=self.parts)  # fmt: skip
+        if self.top_parts is not None:
+            if self.part_selector_path is None:
+                raise TypeError(
+                    "this VLM selects parts with an object, which a model directory cannot hold; give part_selector "
+                    "as a vlm-embed model directory to save it"
+                )
+            cfg.update(top_parts=self.top_parts, part_selector=self.part_selector_path)
         return cfg
 
     def _save_weights(self, out: Path) -> dict[str, Any]:

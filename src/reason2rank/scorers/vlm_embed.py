@@ -101,6 +101,22 @@ class VLMEmbedder(VLMReranker):
         flat = np.einsum("ij,ij->i", d, q[owners]) if len(owners) else np.zeros(0)
         return split_scores(flat, [len(docs) for _, docs in items])
 
+    def score_windows(self, items: Sequence[tuple[str, Sequence[str | ImageRef]]]) -> list[np.ndarray]:
+        """Cosine of each query with each of its parts alone (texts or images): the cascade's selector protocol, so
+        the ``vlm`` family can read only the parts this ranks highest (``top_parts``)."""
+        queries = list(dict.fromkeys(q for q, _ in items))
+        q = self.embed_queries(queries)
+        row = {text: i for i, text in enumerate(queries)}
+        prompts = [(self.document_prefix, part, "part") for _, parts in items for part in parts]
+        flat = (
+            self._embed(prompts, desc="vlm embed parts") if prompts else np.zeros((0, q.shape[1]), np.float32)
+        )
+        out, start = [], 0
+        for text, parts in items:
+            out.append(flat[start : start + len(parts)] @ q[row[text]])
+            start += len(parts)
+        return out
+
     def rank_batch(self, items: Sequence[tuple[Query, Sequence[Doc]]]) -> list[Any]:
         """Scores of ``score_batch`` (no part selection here)."""
         return super(VLMReranker, self).rank_batch(items)
