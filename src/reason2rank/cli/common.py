@@ -58,10 +58,12 @@ def model_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return kw
 
 
-def add_candidate_args(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
-    """--candidates, or --run with --topics and --docs (files or ir_datasets ids), and --depth."""
+def add_candidate_args(p: argparse.ArgumentParser, parquet: bool = False) -> argparse._ArgumentGroup:
+    """--candidates, or --run with --topics and --docs (files or ir_datasets ids), and --depth; ``parquet``: the
+    command also reads Parquet candidates with --ray."""
     src = p.add_argument_group("candidates: a rank_llm JSON file, or --run with --topics and --docs")
-    src.add_argument("--candidates", help="rank_llm JSON/JSONL candidate lists")
+    more = " (with --ray also Parquet: one row per pair)" if parquet else ""
+    src.add_argument("--candidates", help="rank_llm JSON/JSONL candidate lists" + more)
     src.add_argument("--run", help="first-stage TREC run, or an ir_datasets id with scored docs")
     src.add_argument(
         "--topics", help="topics file (tsv, jsonl, TREC) or ir_datasets id (e.g. msmarco-passage/train)"

@@ -21,7 +21,7 @@ def add_parser(sub: Any) -> None:
     """Add the ``rerank`` subcommand."""
     p = sub.add_parser("rerank", help="rerank candidates and write a TREC run")
     add_model_args(p)
-    add_candidate_args(p)
+    add_candidate_args(p, parquet=True)
     p.add_argument("--out", required=True, help="output TREC run (rank 1-based), or Parquet (*.parquet: qid, docno, "
                    "score, rank 0-based)")  # fmt: skip
     p.add_argument("--tag", default="reason2rank", help="run tag written in the last column")
@@ -163,14 +163,26 @@ def run(args: argparse.Namespace) -> int:
         outputs.append(check_writable(args.explanations_out, "--explanations-out"))
         if outputs[0].resolve() == outputs[1].resolve():
             raise UsageError("--out and --explanations-out must be different files")
-    items = load_candidates(
-        args.candidates, topics=args.topics, run=args.run, docs=args.docs, depth=args.depth
-    )
-    n_docs = sum(len(d) for _, d in items)
-    if not n_docs:
-        source = args.candidates or args.run
-        raise ValueError(f"nothing to rerank: {source} holds {len(items)} queries and no candidates")
-    print(f"reranking {n_docs} candidates of {len(items)} queries with {args.model}", file=sys.stderr)
+    parquet = bool(args.candidates) and str(args.candidates).endswith(".parquet")
+    if parquet and not args.ray:
+        raise UsageError(
+            "Parquet candidates (one row per pair) are read by Ray Data: add --ray, or give rank_llm JSON or a "
+            "TREC run with --topics and --docs"
+        )
+    if parquet and args.depth is not None:
+        raise UsageError("--depth applies to rank_llm JSON and TREC runs; cut a Parquet input before the run")
+    items: Any = None
+    if parquet:
+        print(f"reranking the pairs of {args.candidates} with {args.model}", file=sys.stderr)
+    else:
+        items = load_candidates(
+            args.candidates, topics=args.topics, run=args.run, docs=args.docs, depth=args.depth
+        )
+        n_docs = sum(len(d) for _, d in items)
+        if not n_docs:
+            source = args.candidates or args.run
+            raise ValueError(f"nothing to rerank: {source} holds {len(items)} queries and no candidates")
+        print(f"reranking {n_docs} candidates of {len(items)} queries with {args.model}", file=sys.stderr)
     options = {**model_kwargs(args), **strategy_kwargs(args)}
     if args.strategy:
         options.pop("progress", None)
@@ -179,13 +191,14 @@ def run(args: argparse.Namespace) -> int:
         from reason2rank.distributed import rerank_dataset
 
         options.pop("progress", None)
-        run_ = rerank_dataset(args.model, items, explain=args.explain, progress=not args.no_progress,
-                              **distributed, **options)  # fmt: skip
+        run_ = rerank_dataset(args.model, str(args.candidates) if parquet else items, explain=args.explain,
+                              progress=not args.no_progress, **distributed, **options)  # fmt: skip
         print(f"{run_.actors} actor(s), by {run_.mode}: {run_.elapsed_s:.1f} s", file=sys.stderr)
-        results: list[Any] = [ranked for _qid, ranked in run_.results]
+        by_qid = dict(run_.results)
     else:
         model = reason2rank.load(args.model, **options)
         results = model.rerank_batch(items, explain=args.explain)
+        by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
         padding = getattr(getattr(model, "engine", None), "padding", None)
         if padding is not None and padding.slots:  # a pointwise family: how much of its batches was padding
             print(f"batches held {padding.tokens} tokens in {padding.slots} slots "
@@ -193,7 +206,6 @@ def run(args: argparse.Namespace) -> int:
         log = getattr(getattr(model, "llm", None), "log", None)
         if args.llm_log and log is not None:
             log.save(args.llm_log)
-    by_qid = {q.id: ranked for (q, _), ranked in zip(items, results)}
     with staged_outputs(*outputs) as staged:
         if str(args.out).endswith(".parquet"):
             from reason2rank.distributed.rows import write_results
@@ -203,9 +215,9 @@ def run(args: argparse.Namespace) -> int:
             write_trec_run(staged[0], by_qid, tag=args.tag)
         if args.explanations_out:
             lines = []
-            for (q, _), ranked in zip(items, results):
+            for qid, ranked in by_qid.items():
                 for sd in ranked[: args.explain]:
-                    rec = {"qid": q.id, "docno": sd.doc.id, "rank": sd.rank + 1, "score": sd.score,
+                    rec = {"qid": qid, "docno": sd.doc.id, "rank": sd.rank + 1, "score": sd.score,
                            "reasoning": sd.reasoning, "evidence": sd.evidence, "comparison": sd.comparison}  # fmt: skip
                     lines.append(json.dumps(rec, ensure_ascii=False) + "\n")
             with open(staged[1], "w", encoding="utf-8") as f:
