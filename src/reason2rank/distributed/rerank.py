@@ -97,9 +97,11 @@ class DistributedRun:
 def rank_mode(model: str | os.PathLike[str] | None, family: str | None = None, explain: int = 0) -> str:
     """``"pairs"`` for a pointwise family (it implements ``score_batch`` only), else ``"queries"``; explained
     runs always go by whole queries (the top-k of a query is known only once all of it is scored)."""
-    if explain:
-        return "queries"
-    cls: Any = _family(model, family)
+    return "queries" if explain else _mode_of(_family(model, family))
+
+
+def _mode_of(cls: Any) -> str:
+    """``"pairs"`` for a family that only scores (``Reranker.rank_batch`` is its own), else ``"queries"``."""
     return "pairs" if cls.rank_batch is Reranker.rank_batch else "queries"
 
 
@@ -199,25 +201,9 @@ class QueryRanker(_ModelActor):
         import pyarrow as pa
 
         cols = batch.to_pydict()
-        items = [
-            (
-                Query(str(qid), query),
-                [
-                    Doc(str(d), t, ti, images=tuple(im or ()))
-                    for d, t, ti, im in zip(
-                        docnos, texts, titles or [None] * len(docnos), images or [None] * len(docnos)
-                    )
-                ],
-            )
-            for qid, query, docnos, texts, titles, images in zip(
-                cols["qid"],
-                cols["query"],
-                cols["docnos"],
-                cols["texts"],
-                cols["titles"],
-                cols.get("images") or [None] * len(cols["qid"]),
-            )
-        ]
+        images = cols.get("images") or [None] * len(cols["qid"])
+        items = [(Query(str(cols["qid"][r]), cols["query"][r]), _row_docs(cols, r, images[r]))
+                 for r in range(len(cols["qid"]))]  # fmt: skip
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ranked = self.model.rerank_batch(items, explain=self.explain)
@@ -235,6 +221,14 @@ class QueryRanker(_ModelActor):
                     out[k].append(getattr(sd, k))
         types = {"score": pa.float64(), "rank": pa.int64(), "readable": pa.bool_()}
         return pa.table({k: pa.array(v, types.get(k, pa.string())) for k, v in out.items()})
+
+
+def _row_docs(cols: Mapping[str, list[Any]], row: int, images: Sequence[Any] | None) -> list[Doc]:
+    """The documents of one whole-query row (``items_table``'s list columns), with their image paths if any."""
+    docnos, texts = cols["docnos"][row], cols["texts"][row]
+    titles = cols["titles"][row] or [None] * len(docnos)
+    pages = images or [None] * len(docnos)
+    return [Doc(str(d), t, ti, images=tuple(im or ())) for d, t, ti, im in zip(docnos, texts, titles, pages)]
 
 
 def length_tokenizer(model: str | os.PathLike[str] | None, options: Mapping[str, Any]) -> Any | None:
@@ -298,11 +292,13 @@ def rerank_dataset(
         raise ValueError(f"num_cpus and num_gpus must be >= 0, got {num_cpus} and {num_gpus}")
     if isinstance(explain, bool) or not isinstance(explain, int) or explain < 0:
         raise ValueError(f"explain must be a non-negative int, got {explain!r}")
-    reads = bool(_family(model, family).reads_images)  # a vision family: its pages travel as paths
-    chosen = rank_mode(model, family, explain) if mode == "auto" else mode
+    cls = _family(model, family)
+    reads = bool(cls.reads_images)  # a vision family: its pages travel as paths
+    natural = _mode_of(cls)
+    chosen = ("queries" if explain else natural) if mode == "auto" else mode
     if chosen == "pairs" and explain:
         raise ValueError("explain=k needs whole queries: use mode='auto' or mode='queries'")
-    if chosen == "pairs" and rank_mode(model, family) == "queries":
+    if chosen == "pairs" and natural == "queries":
         raise ValueError(
             f"mode='pairs' scores each (query, document) pair apart from the others, which only a pointwise family "
             f"can do; {model} ranks a query's documents together (listwise, setwise, pairwise, ICR, ...): use "

@@ -21,6 +21,7 @@ best — the cascade's window selection, with pages and passages as the windows.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -271,15 +272,17 @@ class VLMReranker(TransformerReranker):
         is its evidence. Otherwise the scores of ``score_batch``."""
         if self.parts == "whole":
             return super().rank_batch(items)
-        kept = self._selected_parts(items)
+        doc_parts = [[self.document_parts(d) for d in docs] for _, docs in items]
+        kept = self._selected_parts(items, doc_parts)
         pairs, owner = [], []
         for qi, (q, docs) in enumerate(items):
             for di, d in enumerate(docs):
-                parts = d.parts or self.document_parts(d)
+                parts = doc_parts[qi][di]
                 for pi in kept.get((qi, di), range(len(parts))):
                     pairs.append((q.text, [parts[pi]], d.id))
                     owner.append((qi, di, pi))
         flat = self.score_prompts(pairs, desc="vlm parts")
+        scored = Counter(qi for qi, _, _ in owner)
         best: dict[tuple[int, int], tuple[float, int]] = {}
         for (qi, di, pi), s in zip(owner, flat):
             if (qi, di) not in best or s > best[(qi, di)][0]:
@@ -287,20 +290,21 @@ class VLMReranker(TransformerReranker):
         out = []
         for qi, (_, docs) in enumerate(items):
             scores = np.array([best[(qi, di)][0] for di in range(len(docs))], dtype=np.float64)
-            evidence, chosen = {}, {}
+            evidence: dict[int, str | None] = {}
+            chosen: dict[str, int] = {}
             for di, d in enumerate(docs):
                 pi = best[(qi, di)][1]
-                part = (d.parts or self.document_parts(d))[pi]
+                part = doc_parts[qi][di][pi]
                 evidence[di] = part.label if isinstance(part, ImageRef) else part
                 chosen[d.id] = pi
             info: dict[str, Any] = {"best_part": chosen}
             if self.top_parts is not None:
-                info["parts_scored"] = sum(1 for o in owner if o[0] == qi)
+                info["parts_scored"] = scored[qi]
             out.append(Ranking(scores, evidence=evidence, info=info))
         return out
 
     def _selected_parts(
-        self, items: Sequence[tuple[Query, Sequence[Doc]]]
+        self, items: Sequence[tuple[Query, Sequence[Doc]]], doc_parts: Sequence[Sequence[list[Any]]]
     ) -> dict[tuple[int, int], list[int]]:
         """With ``top_parts``: the parts (indices, in document order) the selector keeps of each document that has
         more; one ``score_windows`` call for all of them."""
@@ -309,9 +313,8 @@ class VLMReranker(TransformerReranker):
         from reason2rank.cascade.selectors import select_top
 
         where, windows = [], []
-        for qi, (q, docs) in enumerate(items):
-            for di, d in enumerate(docs):
-                parts = d.parts or self.document_parts(d)
+        for qi, (q, _) in enumerate(items):
+            for di, parts in enumerate(doc_parts[qi]):
                 if len(parts) > self.top_parts:
                     where.append((qi, di))
                     windows.append((q.text, list(parts)))
