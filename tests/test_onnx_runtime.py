@@ -164,6 +164,15 @@ def test_openvino_streams_split_each_batch_and_give_the_one_request_scores(expor
         OpenVINOEncoderModel(model.model.graph, model.model.config, streams=0)
 
 
+def test_auto_keeps_the_fp32_export_on_a_cpu_with_amx(exported_bert, monkeypatch):
+    import reason2rank.cpu_isa as cpu_isa
+
+    # AMX-BF16 makes bf16 possibly faster, but bf16 moves scores: auto stays on the fp32 graph
+    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    model = reason2rank.load(exported_bert, progress=False)
+    assert model.runtime.runtime == INSTALLED[0] and model.runtime.precision == "fp32"
+
+
 def test_without_openvino_auto_uses_onnx_runtime_and_asking_for_it_says_how_to_install(
     exported_bert, monkeypatch
 ):

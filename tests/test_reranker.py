@@ -226,14 +226,14 @@ def test_r2r_model_json_is_self_describing_and_overridable(tiny_bert_dir, tmp_pa
 
 # --- engine -------------------------------------------------------------------------------------------------
 def test_dtype_resolution_rules(monkeypatch):
-    import reason2rank.engine as engine
+    import reason2rank.cpu_isa as cpu_isa
 
     cpu = torch.device("cpu")
     assert resolve_dtype("fp32", cpu) is torch.float32 and resolve_dtype(torch.float16, cpu) is torch.float16
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
-    assert resolve_dtype(None, cpu) is torch.bfloat16
-    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
-    assert resolve_dtype("auto", cpu) is torch.float32
+    assert resolve_dtype("bf16", cpu) is torch.bfloat16
+    # auto keeps fp32 scores on every CPU, AMX-BF16 included (bf16 is asked for, never picked)
+    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16", "amx_bf16"}))
+    assert resolve_dtype(None, cpu) is torch.float32 and resolve_dtype("auto", cpu) is torch.float32
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", cpu)
 

@@ -8,7 +8,6 @@ chosen device and dtype, halves the batch on CUDA out-of-memory, and returns res
 
 from __future__ import annotations
 
-import functools
 import logging
 import warnings
 from collections.abc import Callable, Hashable, Sequence
@@ -18,23 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from reason2rank.cpu_isa import cpu_flags
 from reason2rank.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
 Features = dict[str, list[int]]
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True where the CPU has bf16 matrix tiles (AMX-BF16), the case where bf16 is faster than fp32.
-
-    AVX512-BF16 alone is not enough: on a 2-core AVX512-BF16 machine with torch 2.13, bf16 matmuls ran at
-    ~70% of fp32 speed (168 vs 241 GFLOP/s at 512x512) and MiniLM reranking was 35% slower, so such CPUs get
-    fp32 by default (``benchmarks/cross_encoder_throughput.py`` prints both). Pass ``dtype="bf16"`` to force it.
-    """
-    return "amx_bf16" in cpu_flags()
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
@@ -60,15 +47,19 @@ _DTYPES = {
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
-    """``None``/``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16), bf16 on a CPU with AMX-BF16,
-    else fp32. An explicit dtype always wins."""
+    """``None``/``"auto"``: bf16 on CUDA (fp16 where the GPU lacks bf16), fp32 elsewhere. An explicit dtype
+    always wins.
+
+    On the CPU ``auto`` keeps fp32 scores whatever the CPU: bf16 moves scores by its rounding, and where it was
+    measured (2 cores with AVX512-BF16, no AMX, torch 2.13) bf16 matmuls ran at ~70% of fp32 speed (168 vs 241
+    GFLOP/s at 512x512) and MiniLM reranking was 35% slower. A CPU with AMX-BF16 may run bf16 faster; that was
+    never measured here, so it is the user's choice: ``dtype="bf16"``.
+    """
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype is None or dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and cpu_has_native_bf16():
-            return torch.bfloat16
         return torch.float32
     try:
         return _DTYPES[str(dtype).lower()]

@@ -144,7 +144,7 @@ def test_encoder_student_save_load_same_scores_and_evidence(tiny_bert_encoder_di
     items = [(tq.query, [c.doc for c in tq.candidates]) for tq in ts]
     before = student.reranker.rerank_batch(items, explain=2)
     out = student.save(tmp_path / "student")
-    loaded = reason2rank.load(out, dtype="fp32")  # auto would pick bf16 on a CPU with AMX
+    loaded = reason2rank.load(out, dtype="fp32")
     assert loaded.family == "cross-encoder"
     after = loaded.rerank_batch(items, explain=2)
     for b, a in zip(before, after):
@@ -166,7 +166,7 @@ def test_decoder_student_save_load_and_lora_merged_equals_unmerged(tiny_llama_di
     before = [np.asarray(s) for s in student.reranker.score_batch(items)]
     out = student.save(tmp_path / "student")
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "rank_head.safetensors").is_file()
-    unmerged = reason2rank.load(out, dtype="fp32")  # auto would pick bf16 on a CPU with AMX
+    unmerged = reason2rank.load(out, dtype="fp32")
     merged = reason2rank.load(out, merge_adapter=True, dtype="fp32")
     plain = reason2rank.load(out, adapter=None, dtype="fp32")  # the base weights alone score differently
     for b, u, m, p in zip(

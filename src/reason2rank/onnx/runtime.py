@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from reason2rank.cpu_isa import cpu_flags, inference_threads
+from reason2rank.cpu_isa import inference_threads
 from reason2rank.onnx.record import OnnxRecord, weights_fingerprint, weights_stat
 
 __all__ = [
@@ -33,7 +33,7 @@ __all__ = [
 
 #: ``runtime=`` values: ``onnx`` = ONNX Runtime, ``openvino`` = OpenVINO, both on the exported ONNX graph on the CPU;
 #: ``auto`` = OpenVINO fp32 (else ONNX Runtime fp32) where the model directory has a current export, the device is
-#: the CPU, the runtime is installed and the CPU has no AMX-BF16 (there torch's bf16 is faster); torch otherwise
+#: the CPU and the runtime is installed; torch otherwise
 RUNTIMES = ("auto", "torch", "onnx", "openvino")
 #: the runtimes that run the exported graph, in the order ``auto`` tries them (OpenVINO measured faster)
 EXPORTED_RUNTIMES = ("openvino", "onnx")
@@ -143,8 +143,6 @@ def choose_runtime(
     if not explicit:  # auto: an exported graph in fp32 where that is the fastest path that keeps fp32 scores
         if family not in ONNX_FAMILIES or record is None or not on_cpu or precision != "fp32":
             return RuntimeChoice("torch", why="auto: no ONNX export, not the CPU, or not fp32")
-        if "amx_bf16" in cpu_flags() and dtype_name == "auto":
-            return RuntimeChoice("torch", why="auto: this CPU has AMX-BF16, where torch's bf16 is faster")
         installed = [r for r in EXPORTED_RUNTIMES if _installed(r)]
         if not installed:
             return RuntimeChoice("torch", why="auto: neither OpenVINO nor onnxruntime is installed")
