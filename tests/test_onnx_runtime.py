@@ -235,6 +235,30 @@ def test_int8_graph_is_quantised_and_its_scores_follow_fp32(exported_bert):
     assert spearmanr(a, b).statistic > 0.9
 
 
+def _ops_by_name(path: Path) -> dict[str, str]:
+    import onnx
+
+    return {n.name: n.op_type for n in onnx.load(str(path)).graph.node}
+
+
+def test_int8_keeps_the_feed_forward_output_projections_fp32_unless_asked(exported_bert, tmp_path):
+    import onnx
+
+    from reason2rank.onnx.quantize import ffn_output_matmuls, quantize_int8
+
+    fp32_file = exported_bert / "onnx" / "model.onnx"
+    # the torch export's GELU is decomposed (Erf, Add, Mul, Mul): one feed-forward output MatMul per layer
+    ffn = ffn_output_matmuls(onnx.load(str(fp32_file)).graph)
+    assert len(ffn) == tiny_models.NUM_LAYERS
+    assert all(name.endswith(f"layer.{i}/output/dense/MatMul") for i, name in enumerate(ffn))
+    kept = _ops_by_name(exported_bert / "onnx" / "model_int8.onnx")
+    assert all(kept[name] == "MatMul" for name in ffn)  # left fp32
+    assert "QAttention" in kept.values() and "MatMulInteger" in kept.values()  # the rest is int8
+    every = _ops_by_name(quantize_int8(fp32_file, tmp_path / "all.onnx", fp32_ffn_output=False))
+    assert not any(name in every for name in ffn)  # replaced by their quantised form
+    assert list(every.values()).count("MatMulInteger") > list(kept.values()).count("MatMulInteger")
+
+
 def test_a_stale_export_is_never_used(tmp_path, tiny_bert_dir):
     path = _copy(tiny_bert_dir, tmp_path / "m")
     export_onnx(path, family="cross-encoder")
