@@ -79,7 +79,11 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, n
     src, dst = Path(src), Path(dst)
     with tempfile.TemporaryDirectory(dir=dst.parent, prefix=".quantize-") as tmp:
         fused = _fused_copy(src, Path(tmp) / "fused.onnx", num_heads, hidden_size)
-        keep = ffn_output_matmuls(onnx.load(str(fused), load_external_data=False).graph) if fp32_ffn_output else []
+        keep = (
+            ffn_output_matmuls(onnx.load(str(fused), load_external_data=False).graph)
+            if fp32_ffn_output
+            else []
+        )
         logger.info("int8: %d feed-forward output MatMuls kept in fp32", len(keep))
         out = Path(tmp) / "int8.onnx"
         quantize_dynamic(
