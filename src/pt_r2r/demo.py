@@ -117,14 +117,17 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
         step(
             f"running BM25 and BM25 >> MiniLM over {len(topics)} queries (from 0.1 to a few seconds per query on 2 CPU cores) ..."
         )
+        runs = stack.enter_context(tempfile.TemporaryDirectory(prefix="r2r-demo-runs-"))
         table = pt.Experiment(
             [bm25, pipeline],
             topics,
             qrels,
             eval_metrics=[nDCG @ 10, RR @ 10, "mrt"],
-            names=["BM25", "BM25 >> MiniLM (top-50)"],
+            names=["BM25", "reranked"],
             round=4,
+            save_dir=runs,  # each system's run as TREC, so the step below reads the reranked run back
         )
+        table["name"] = ["BM25", "BM25 >> MiniLM (top-50)"]
         print(table.to_string(index=False))
         print(
             "(abstracts longer than the model's 256 tokens are cut at 256; mrt = mean response time in ms/query)"
@@ -132,7 +135,7 @@ def main(n_queries: int | None = None, index_dir: str | None = None) -> int:
 
         # show the first query whose reranked top document is judged relevant, with the evidence sentences
         step("explaining the top 3 of one query (evidence by occlusion) ...")
-        ranked = pipeline(topics)
+        ranked = pt.io.read_results(os.path.join(runs, "reranked.res.gz"))
         tops = ranked[ranked["rank"] == 0]
         hits = tops.merge(qrels[qrels.label > 0], on=["qid", "docno"])
         qid = hits.qid.iloc[0] if len(hits) else topics.qid.iloc[0]
