@@ -152,7 +152,7 @@ def test_second_call_reuses_the_cached_directory():
 
 @pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and fcntl")
-def test_killed_conversion_leaves_no_half_directory(tmp_path):
+def test_killed_conversion_leaves_no_half_directory(tmp_path, monkeypatch):
     smollm2_or_skip()
     src = smollm2_gguf_path()
     out = tmp_path / "smollm2"
@@ -174,6 +174,8 @@ def test_killed_conversion_leaves_no_half_directory(tmp_path):
     assert not out.exists() and not is_converted(out)
     assert _partials(out), "the crash should have left its temporary directory behind"
 
-    convert_gguf(src, out, verify=False)  # converts afresh and sweeps the crashed attempt's leftovers
+    # the next conversion (its model part faked: a real one is the test above) sweeps the crashed attempt's leftovers
+    monkeypatch.setattr(gg_mod, "_convert_into", _fake_convert(fail=False))
+    convert_gguf(src, out, verify=False)
     assert is_converted(out) and not _partials(out)
     assert json.loads((out / CONVERSION_RECORD).read_text())["verified"] is False

@@ -33,11 +33,11 @@ def smollm2():
 @pytest.mark.parametrize(
     ("family", "options"),
     [("listwise", {"window": 4, "stride": 2}),
-     ("listwise", {"window": 5, "stride": 2, "prompt": "reasoning_v1", "max_new_tokens": 96}),
+     ("listwise", {"window": 5, "stride": 2, "prompt": "reasoning_v1", "max_new_tokens": 48}),
      ("setwise", {"num_child": 2, "k": 3}),
-     ("setwise", {"num_child": 3, "k": 2, "prompt": "rank_r1_v1", "max_new_tokens": 96}),
+     ("setwise", {"num_child": 3, "k": 2, "prompt": "rank_r1_v1", "max_new_tokens": 48}),
      ("setwise", {"num_child": 2, "k": 3, "readout": "likelihood"}),
-     ("pairwise", {"mode": "sorting", "k": 2}),
+     ("pairwise", {"mode": "sorting", "k": 1}),
      ("pairwise", {"mode": "allpairs", "readout": "likelihood"})],
 )  # fmt: skip
 def test_each_strategy_with_a_real_llm(smollm2, family, options):
