@@ -1,5 +1,5 @@
-"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32 and int8, OpenVINO fp32, and OpenVINO
-bf16 where the CPU has bf16 instructions) vs
+"""Cross-encoder throughput on the CPU: reason2rank (torch, ONNX Runtime fp32 and int8, OpenVINO fp32, and torch and
+OpenVINO bf16 where the CPU has bf16 instructions) vs
 sentence-transformers ``CrossEncoder.predict`` (default backend, and ``backend="onnx"`` where it loads) and
 FlashRank's ONNX Runtime int8 ranker.
 
@@ -175,6 +175,8 @@ def main() -> None:
             "reason2rank ONNX Runtime fp32": reason2rank.load(path, runtime="onnx", dtype="fp32", **load),
             "reason2rank ONNX Runtime int8": reason2rank.load(path, runtime="onnx", dtype="int8", **load),
         }
+        if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # else bf16 is emulated: no row
+            ours["reason2rank torch bf16"] = reason2rank.load(path, runtime="torch", dtype="bf16", **load)
         try:
             from reason2rank.onnx.openvino_model import OpenVINOEncoderModel
 
