@@ -130,8 +130,9 @@ def step_oom(args) -> dict:
     n = 512 if args.quick else args.oom_pairs
     # distinct pairs (the engine scores identical pairs once), each of three passages and a number: ~300 tokens,
     # ~3 MB of bf16 activations a pair in MiniLM, so the default 65,536 in one batch needs ~200 GB
-    pairs = [(queries[i % len(queries)], " ".join([texts[i % len(texts)], texts[(i * 7919) % len(texts)],
-                                                   texts[(i * 104729) % len(texts)], str(i)])) for i in range(n)]  # fmt: skip
+    qs = [queries[i % len(queries)] for i in range(n)]
+    ds = [" ".join([texts[i % len(texts)], texts[(i * 7919) % len(texts)], texts[(i * 104729) % len(texts)], str(i)])
+          for i in range(n)]  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         path = str(build_cross_encoder_dir(Path(tmp) / "minilm-ce"))
         big = reason2rank.load(path, family="cross-encoder", device=args.device, dtype="bf16", batch_size=n,
@@ -139,12 +140,12 @@ def step_oom(args) -> dict:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             t0 = time.perf_counter()
-            got = np.asarray(big.score_texts([q for q, _ in pairs], [d for _, d in pairs]), dtype=np.float64)
+            got = np.asarray(big.score_texts(qs, ds), dtype=np.float64)
             elapsed = time.perf_counter() - t0
         backoff = [str(w.message) for w in caught if "out of memory" in str(w.message)]
         small = reason2rank.load(path, family="cross-encoder", device=args.device, dtype="bf16", batch_size=256,
                                  max_length=512, progress=False)  # fmt: skip
-        want = np.asarray(small.score_texts([q for q, _ in pairs], [d for _, d in pairs]), dtype=np.float64)
+        want = np.asarray(small.score_texts(qs, ds), dtype=np.float64)
     out = {"pairs": n, "first_batch_size": n, "backoff_warnings": backoff, "seconds": round(elapsed, 1),
            "all_scored": bool(np.isfinite(got).all() and len(got) == n),
            "max_abs_diff_vs_batch_256": float(np.abs(got - want).max()), "spearman_vs_batch_256": spearman(got, want)}  # fmt: skip
@@ -189,6 +190,8 @@ def run_step(step: str, args, out: Path) -> dict:
 def main() -> None:
     from bench_data import SHARED_DATA
 
+    from reason2rank.data.io import atomic_write
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="folder for the figures and logs")
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, of {', '.join(STEPS)}")
@@ -209,16 +212,18 @@ def main() -> None:
         import torch
 
         result = {"gpu": _gpu_facts(torch), **(step_scoring if args.inner == "scoring" else step_oom)(args)}
-        tmp = out / f".{args.inner}.json.partial"
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.replace(out / f"{args.inner}.json")
+        with atomic_write(out / f"{args.inner}.json") as f:
+            f.write(json.dumps(result, indent=1))
+        if result.get("passed") is False:  # the oom step's check failed: say so in the step's return code
+            raise SystemExit(1)
         return
     steps = [s.strip() for s in args.steps.split(",") if s.strip()]
     unknown = sorted(set(steps) - set(STEPS))
     if unknown:
         raise SystemExit(f"unknown step(s) {unknown}; the steps are {', '.join(STEPS)}")
     summary = [run_step(s, args, out) for s in steps]
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    with atomic_write(out / "summary.json") as f:
+        f.write(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":
