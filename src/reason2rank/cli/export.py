@@ -24,6 +24,10 @@ def add_parser(sub: Any) -> None:
                    "(cross-encoder or bi-encoder); an r2r_model.json is then written")  # fmt: skip
     p.add_argument("--int8", action="store_true", help="also write an int8 (dynamically quantised) graph")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--token-states", action="store_true",
+                   help="keep a cross-encoder's per-token last-layer states in the graph (to attach an evidence "
+                   "head later); without it a cross-encoder with no evidence head gets a scores-only graph whose "
+                   "last layer runs at the first position only, same scores, less work")  # fmt: skip
     p.set_defaults(func=run)
 
 
@@ -34,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
     from reason2rank.onnx.export import export_onnx
 
     print(f"exporting {args.model} to ONNX", file=sys.stderr)
-    record = export_onnx(args.model, family=args.family, int8=args.int8, opset=args.opset)
+    record = export_onnx(
+        args.model, family=args.family, int8=args.int8, opset=args.opset, token_states=args.token_states
+    )
     files = [record.fp32] + ([record.int8] if record.int8 else [])
     print(f"wrote {', '.join(files)} in {args.model} (largest difference from torch fp32: "
           f"{record.max_abs_diff:.1e}); recorded in r2r_model.json", file=sys.stderr)  # fmt: skip

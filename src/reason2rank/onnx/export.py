@@ -62,9 +62,14 @@ def _family_of(path: Path, cfg: dict[str, Any] | None, family: str | None) -> st
     return str(canonical)
 
 
-def _graph_module(model: Any, input_names: list[str], family: str) -> Any:
-    """The module that is traced: named tensor inputs in, the transformers outputs the scorer reads out."""
+def _graph_module(model: Any, input_names: list[str], family: str, pooled: bool = False) -> Any:
+    """The module that is traced: named tensor inputs in, the transformers outputs the scorer reads out.
+
+    ``pooled`` (cross-encoders): the logits only, with the last layer run at position 0 (``pooled_last_layer``).
+    """
     import torch
+
+    from reason2rank.scorers.pooled_last_layer import pooled_last_layer
 
     class EncoderGraph(torch.nn.Module):
         def __init__(self) -> None:
@@ -73,6 +78,9 @@ def _graph_module(model: Any, input_names: list[str], family: str) -> Any:
 
         def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
             inputs = dict(zip(input_names, tensors))
+            if family == "cross-encoder" and pooled:
+                with pooled_last_layer(self.model, inputs["attention_mask"]):
+                    return (self.model(**inputs).logits,)
             if family == "cross-encoder":
                 out = self.model(**inputs, output_hidden_states=True)
                 return out.logits, out.hidden_states[-1]
@@ -98,19 +106,26 @@ def _check_batches(scorer: Any, family: str) -> list[dict[str, Any]]:
     return [trace, *checks]
 
 
-def _max_difference(graph: Path, torch_module: Any, batches: list[dict[str, Any]], names: list[str],
+def _max_difference(graph: Path, reference: Any, batches: list[dict[str, Any]], names: list[str],
                     config: Any) -> float:  # fmt: skip
+    """The largest difference between the graph's outputs and the full torch forward ``reference``'s."""
     import torch
 
     session = OnnxEncoderModel(graph, config)
     worst = 0.0
     with torch.inference_mode():
         for batch in batches:
-            expected = torch_module(*[batch[n] for n in names])
-            got = session(output_hidden_states=True, **{n: batch[n] for n in names})
-            actual = (got.logits, got.last_hidden_state) if len(expected) == 2 else (got.last_hidden_state,)
+            expected = reference(*[batch[n] for n in names])
+            states = "last_hidden_state" in session.output_names
+            got = session(output_hidden_states=states, **{n: batch[n] for n in names})
+            if len(expected) == 2:  # cross-encoder: logits, and the token states where the graph has them
+                pairs = [(expected[0], got.logits)]
+                if states:
+                    pairs.append((expected[1], got.last_hidden_state))
+            else:
+                pairs = [(expected[0], got.last_hidden_state)]
             mask = batch["attention_mask"].bool()
-            for e, a in zip(expected, actual):
+            for e, a in pairs:
                 if e.dim() == 3:  # hidden states: padding positions are never read
                     e, a = e[mask], a[mask]
                 worst = max(worst, float((e.float() - a.float()).abs().max()))
@@ -154,9 +169,14 @@ def _replace_dir(new: Path, target: Path) -> None:
 
 
 def export_onnx(path: str | os.PathLike[str], *, family: str | None = None, int8: bool = False,
-                opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE) -> OnnxRecord:  # fmt: skip
+                opset: int = DEFAULT_OPSET, tolerance: float = DEFAULT_TOLERANCE,
+                token_states: bool = False) -> OnnxRecord:  # fmt: skip
     """Export the encoder model directory ``path`` to ONNX (fp32, and int8 with ``int8=True``) into
     ``path/onnx/``, check it against torch, and record it in ``path/r2r_model.json``; returns the record.
+
+    A cross-encoder's graph gives the logits only, its last layer run at the first position
+    (``scorers.pooled_last_layer``), unless the model has an evidence head or ``token_states=True`` (to attach
+    one later): the graph then also gives the last layer's per-token states, at the full layer's cost.
 
     ``family`` is needed only for a plain transformers directory (no ``r2r_model.json``); one is then written.
     Errors: ``FileNotFoundError`` (no such directory), ``ValueError`` (not an encoder family, a hub backbone,
@@ -191,13 +211,20 @@ def export_onnx(path: str | os.PathLike[str], *, family: str | None = None, int8
     stat, fingerprint = weights_stat(backbone, adapter), weights_fingerprint(backbone, adapter)
     batches = _check_batches(scorer, fam)
     names: list[str] = [n for n in ("input_ids", "attention_mask", "token_type_ids") if n in batches[0]]
-    outputs = ["logits", "last_hidden_state"] if fam == "cross-encoder" else ["last_hidden_state"]
-    module = _graph_module(scorer.model, names, fam)
+    # a cross-encoder without an evidence head needs the logits only: its graph runs the last layer at position 0
+    pooled = (fam == "cross-encoder" and scorer.pooled_last_layer and scorer.evidence_head_layer is None
+              and not token_states)  # fmt: skip
+    if fam != "cross-encoder":
+        outputs = ["last_hidden_state"]
+    else:
+        outputs = ["logits"] if pooled else ["logits", "last_hidden_state"]
+    module = _graph_module(scorer.model, names, fam, pooled=pooled)
+    reference = _graph_module(scorer.model, names, fam) if pooled else module
     config = scorer.model.config
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".onnx-export-"))
     try:
         _trace(module, batches[0], names, outputs, tmp / ONNX_FP32_FILE, opset)
-        diff = _max_difference(tmp / ONNX_FP32_FILE, module, batches[1:], names, config)
+        diff = _max_difference(tmp / ONNX_FP32_FILE, reference, batches[1:], names, config)
         if not diff <= tolerance:
             raise ValueError(
                 f"the ONNX graph of {root} differs from torch fp32 by {diff:.2e} (> {tolerance:.0e}) on the check "

@@ -13,7 +13,10 @@ and records them in ``M/r2r_model.json``::
              "exported_with": {"torch": "2.13.0", "transformers": "5.24.0", "onnxruntime": "1.32.0"}}
 
 The graph ends where the transformers model ends (logits, last hidden state); every read-out (label choice,
-pooling, normalisation, the evidence head) stays in the scorer's own code, shared by both runtimes.
+pooling, normalisation, the evidence head) stays in the scorer's own code, shared by both runtimes. A
+cross-encoder without an evidence head whose last layer can run at the first position only
+(``scorers.pooled_last_layer``) is exported that way, with ``"outputs": ["logits"]``: the scores are the same and
+the per-token states, which nothing then reads, are not computed.
 ``weights_sha256`` fingerprints the files the graph was made from (config, weights, adapter weights): weights
 changed after the export make the export stale, and a stale export is never used.
 """

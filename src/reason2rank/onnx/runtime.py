@@ -248,6 +248,12 @@ class OnnxEncoderModel:
             )
         feed = {n: inputs[n].detach().cpu().numpy() for n in self.input_names}
         wanted = [n for n in ("logits",) if n in self.output_names]
+        if output_hidden_states and "last_hidden_state" not in self.output_names:
+            raise ValueError(
+                f"the ONNX graph {self.graph} gives the scores only (a cross-encoder exported without an evidence "
+                "head runs its last layer at the first position), so it has no per-token states; attach the "
+                "evidence head, save, and export again (the graph then keeps them), or use runtime='torch'"
+            )
         if (output_hidden_states or not wanted) and "last_hidden_state" in self.output_names:
             wanted.append("last_hidden_state")
         values = self._run(wanted, feed)

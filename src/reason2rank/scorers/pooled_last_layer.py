@@ -1,0 +1,115 @@
+"""The last encoder layer computed at the first position only, for heads that read nothing else.
+
+A BERT-style sequence classifier (BERT and MiniLM, RoBERTa, XLM-R, CamemBERT, ELECTRA) scores a pair from the
+last layer's hidden state at position 0 (``[CLS]`` / ``<s>``): the pooler or the classification head reads
+``hidden[:, 0]`` and nothing else. The other positions of the last layer are computed and thrown away. Here that
+layer is computed for position 0 alone: its keys and values still come from every position, but the query, the
+attention output, the feed-forward block and both layer norms run on one token instead of ``L``. That is exact
+(the same arithmetic on the one row that is read; differences are float rounding) and saves about 5/6 of one
+layer's work: ~14% of a 6-layer MiniLM's FLOPs, ~7% of a 12-layer BERT's.
+
+``pooled_last_layer(model, attention_mask)`` swaps the layer in for one forward (and back, even on error); it
+does nothing for a model it does not recognise, so callers can use it unconditionally.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+__all__ = ["POOLED_MODEL_TYPES", "pooled_last_layer", "pooled_layer_list"]
+
+#: model types whose sequence-classification head reads the last hidden state at position 0 only, and whose
+#: layers are the post-layer-norm BERT layer (``attention.self`` q/k/v, ``attention.output``, feed-forward)
+POOLED_MODEL_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "electra"})
+
+
+def pooled_layer_list(model: Any) -> torch.nn.ModuleList | None:
+    """The encoder's ``ModuleList`` of layers if ``model``'s score can use the pooled last layer, else ``None``.
+
+    ``model`` is a transformers ``*ForSequenceClassification`` (or a peft model around one); anything else — an
+    ONNX session, a decoder, relative position embeddings, a layer that does not have the BERT layout — is
+    ``None``.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(inner, "config", None)
+    if config is None or getattr(config, "model_type", None) not in POOLED_MODEL_TYPES:
+        return None
+    if not type(inner).__name__.endswith("ForSequenceClassification"):
+        return None
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return None
+    if (getattr(config, "position_embedding_type", None) or "absolute") != "absolute":
+        return None
+    base = getattr(inner, "base_model", None)
+    layers = getattr(getattr(base, "encoder", None), "layer", None)
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) == 0:
+        return None
+    last = layers[-1]
+    attention = getattr(last, "attention", None)
+    self_attention = getattr(attention, "self", None)
+    needed = (
+        all(
+            hasattr(self_attention, n)
+            for n in ("query", "key", "value", "num_attention_heads", "attention_head_size")
+        )  # fmt: skip
+        and hasattr(attention, "output")
+        and hasattr(last, "feed_forward_chunk")
+    )
+    return layers if needed else None
+
+
+class PooledLastLayer(torch.nn.Module):
+    """A BERT layer run for position 0 only: returns ``[B, 1, H]`` where the layer returns ``[B, L, H]``.
+
+    ``key_mask`` is the batch's 2-D attention mask (1 = token, 0 = padding), the same for every call this
+    module sees; the encoder's own prepared mask (whose form depends on the attention implementation) is not
+    read.
+    """
+
+    def __init__(self, layer: torch.nn.Module, key_mask: torch.Tensor) -> None:
+        super().__init__()
+        self.layer = layer
+        self.key_mask = key_mask
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        layer: Any = self.layer
+        attention = layer.attention
+        sa = attention.self
+        batch, length, _ = hidden_states.shape
+        heads, width = int(sa.num_attention_heads), int(sa.attention_head_size)
+        first = hidden_states[:, :1]
+        query = sa.query(first).view(batch, 1, heads, width).transpose(1, 2)
+        key = sa.key(hidden_states).view(batch, length, heads, width).transpose(1, 2)
+        value = sa.value(hidden_states).view(batch, length, heads, width).transpose(1, 2)
+        scores = torch.matmul(query, key.transpose(2, 3)) * (width**-0.5)  # [B, heads, 1, L]
+        padding = self.key_mask[:, None, None, :] == 0
+        scores = scores.masked_fill(padding, torch.finfo(scores.dtype).min)
+        probs = torch.softmax(scores, dim=-1)
+        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, heads * width)
+        attended = attention.output(context, first)  # dense, dropout, LayerNorm(x + residual)
+        out: torch.Tensor = layer.feed_forward_chunk(attended)
+        return out
+
+
+@contextlib.contextmanager
+def pooled_last_layer(model: Any, attention_mask: torch.Tensor | None) -> Iterator[bool]:
+    """Within the block, ``model``'s last encoder layer runs at position 0 only (yields ``True``); for a model
+    ``pooled_layer_list`` does not recognise, in training mode, or without a mask, nothing changes (``False``).
+
+    Only the classifier logits are then right: ``output_hidden_states`` would hold ``[B, 1, H]`` for the last
+    layer, so callers that read per-token states must not use this.
+    """
+    layers = pooled_layer_list(model) if attention_mask is not None else None
+    if layers is None or getattr(model, "training", False):
+        yield False
+        return
+    original = layers[-1]
+    layers[-1] = PooledLastLayer(original, attention_mask)  # type: ignore[arg-type]
+    try:
+        yield True
+    finally:
+        layers[-1] = original

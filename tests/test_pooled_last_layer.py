@@ -1,0 +1,196 @@
+"""The cross-encoder's last layer at the first position only: the same logits as the full forward of every
+supported architecture (padded batches, LoRA unmerged), less work actually done, the layer always put back, no
+change where it does not apply, and the scores-only ONNX graph."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForSequenceClassification
+
+import reason2rank
+from reason2rank import Doc, Query
+from reason2rank.scorers.pooled_last_layer import (
+    POOLED_MODEL_TYPES,
+    PooledLastLayer,
+    pooled_last_layer,
+    pooled_layer_list,
+)
+
+TORCH = {"runtime": "torch", "dtype": "fp32", "progress": False}
+
+
+def _tiny(model_type: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model(
+        model_type, vocab_size=120, hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=80, pad_token_id=1, **kw,
+    )  # fmt: skip
+    model = AutoModelForSequenceClassification.from_config(cfg).eval()
+    with torch.no_grad():  # weights large enough that a wrong attention row shows in the logits
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+    return model
+
+
+def _padded_batch(rows: int = 5, width: int = 23) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, 120, (rows, width), generator=gen)
+    lengths = [width, 4, 17, 9, 1][:rows]
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    return {"input_ids": ids.masked_fill(mask == 0, 1), "attention_mask": mask}
+
+
+@pytest.mark.parametrize("model_type", sorted(POOLED_MODEL_TYPES))
+@pytest.mark.parametrize("num_labels", [1, 2])
+def test_logits_equal_the_full_forward(model_type, num_labels):
+    model = _tiny(model_type, num_labels=num_labels)
+    batch = _padded_batch()
+    with torch.inference_mode():
+        want = model(**batch).logits
+        with pooled_last_layer(model, batch["attention_mask"]) as used:
+            got = model(**batch).logits
+    assert used
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    # each row alone (no padding) gives its row of the batch
+    with torch.inference_mode(), pooled_last_layer(model, batch["attention_mask"][2:3, :17]):
+        alone = model(
+            input_ids=batch["input_ids"][2:3, :17], attention_mask=batch["attention_mask"][2:3, :17]
+        )
+    torch.testing.assert_close(alone.logits, want[2:3], atol=1e-6, rtol=0)
+
+
+def test_the_last_layer_really_runs_on_one_position_and_is_put_back():
+    model = _tiny("bert")
+    layers = pooled_layer_list(model)
+    assert layers is not None
+    original = layers[-1]
+    widths: list[int] = []
+    hook = original.intermediate.register_forward_hook(lambda m, i, o: widths.append(o.shape[1]))
+    batch = _padded_batch()
+    with torch.inference_mode():
+        model(**batch)
+        with pooled_last_layer(model, batch["attention_mask"]):
+            assert isinstance(layers[-1], PooledLastLayer)
+            model(**batch)
+    hook.remove()
+    assert widths == [23, 1]  # the feed-forward block: every position, then the first only
+    assert layers[-1] is original
+    with pytest.raises(RuntimeError, match="boom"), pooled_last_layer(model, batch["attention_mask"]):
+        raise RuntimeError("boom")
+    assert layers[-1] is original
+
+
+def test_nothing_changes_where_it_does_not_apply(tiny_deberta_v2_dir):
+    deberta = AutoModelForSequenceClassification.from_pretrained(tiny_deberta_v2_dir).eval()
+    assert pooled_layer_list(deberta) is None  # relative attention, its own pooler: not recognised
+    bert = _tiny("bert")
+    assert pooled_layer_list(AutoModelForSequenceClassification) is None
+    layers = pooled_layer_list(bert)
+    with pooled_last_layer(bert, None) as used:
+        assert not used and not isinstance(layers[-1], PooledLastLayer)
+    bert.train()
+    with pooled_last_layer(bert, _padded_batch()["attention_mask"]) as used:
+        assert not used  # training: dropout over every position, as the full layer draws it
+
+
+def test_an_unmerged_lora_adapter_goes_through_the_pooled_layer(tiny_bert_dir, tiny_bert_lora_dir):
+    from peft import PeftModel
+
+    base = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir)
+    model = PeftModel.from_pretrained(base, tiny_bert_lora_dir).eval()
+    assert pooled_layer_list(model) is not None
+    batch = _padded_batch()
+    batch["input_ids"] = batch["input_ids"] % 60 + 3
+    with torch.inference_mode():
+        want = model(**batch).logits
+        with pooled_last_layer(model, batch["attention_mask"]) as used:
+            got = model(**batch).logits
+        without = model.get_base_model()
+        with model.disable_adapter():
+            base_logits = without(**batch).logits
+    assert used
+    assert (got - base_logits).abs().max() > 1e-3, "the adapter must change the logits"
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+
+
+def _items():
+    words = [
+        "paris",
+        "capital",
+        "france",
+        "city",
+        "river",
+        "cat",
+        "sat",
+        "mat",
+        "banana",
+        "yellow",
+        "fruit",
+        "sky",
+        "blue",
+        "music",
+    ]
+    rng = np.random.default_rng(0)
+    return [
+        (Query(str(q), " ".join(rng.choice(words, 3))),
+         [Doc(f"d{j}", " ".join(rng.choice(words, int(rng.integers(2, 60))))) for j in range(9)])
+        for q in range(3)
+    ]  # fmt: skip
+
+
+def test_the_scorer_uses_it_and_scores_equal_a_plain_transformers_forward(tiny_bert_dir):
+    scorer = reason2rank.load(tiny_bert_dir, family="cross-encoder", **TORCH)
+    off = reason2rank.load(tiny_bert_dir, family="cross-encoder", pooled_last_layer=False, **TORCH)
+    assert scorer.pooled_last_layer and not off.pooled_last_layer
+    items = _items()
+    got = np.concatenate(scorer.score_batch(items))
+    np.testing.assert_allclose(got, np.concatenate(off.score_batch(items)), atol=1e-6, rtol=0)
+    plain = AutoModelForSequenceClassification.from_pretrained(tiny_bert_dir).eval()
+    want = []
+    for query, docs in items:
+        enc = scorer.tokenizer([query.text] * len(docs), [d.text for d in docs], truncation="only_second",
+                               max_length=scorer.max_length, padding=True, return_tensors="pt")  # fmt: skip
+        with torch.inference_mode():
+            want.append(plain(**enc).logits[:, 0].numpy())
+    np.testing.assert_allclose(got, np.concatenate(want), atol=1e-5, rtol=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+def test_the_export_of_a_plain_cross_encoder_gives_scores_only(tiny_bert_dir, tmp_path):
+    from reason2rank.onnx.export import export_onnx
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, path)
+    record = export_onnx(path, family="cross-encoder")
+    assert record.outputs == ["logits"]
+    items = _items()
+    ort = reason2rank.load(path, runtime="onnx", progress=False)
+    full = reason2rank.load(path, pooled_last_layer=False, **TORCH)
+    np.testing.assert_allclose(np.concatenate(ort.score_batch(items)), np.concatenate(full.score_batch(items)),
+                               atol=1e-4, rtol=0)  # fmt: skip
+    batch = _padded_batch()
+    batch["input_ids"] = batch["input_ids"] % 60 + 3
+    batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    with pytest.raises(ValueError, match="no per-token states.*export again"):
+        ort.model(output_hidden_states=True, **batch)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None, reason="onnxruntime not installed")
+def test_export_token_states_keeps_the_full_last_layer(tiny_bert_dir, tmp_path, capsys):
+    from reason2rank.cli import main
+
+    path = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, path)
+    assert main(["export-onnx", str(path), "--family", "cross-encoder", "--token-states"]) == 0
+    ort = reason2rank.load(path, runtime="onnx", progress=False)
+    assert ort.model.output_names == ["logits", "last_hidden_state"]
+    batch = _padded_batch()
+    batch["input_ids"] = batch["input_ids"] % 60 + 3
+    batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    out = ort.model(output_hidden_states=True, **batch)
+    assert tuple(out.last_hidden_state.shape) == (5, 23, 32)
