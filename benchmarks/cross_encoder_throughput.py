@@ -19,6 +19,9 @@ next to this transformers version, the row says why it is missing.
 
     flock /tmp/r2r-bench.lock python benchmarks/cross_encoder_throughput.py [--data ../shared/data/trec-dl19] [--rounds 3]
 
+The "full last layer" rows run the same weights with the last layer over every position (``pooled_last_layer=False``
+and an export with ``token_states=True``): the others run it at the first position only, which is all the head reads.
+
 This measures speed and score fidelity only: a randomly initialised head does not rank well (the fidelity of
 int8 on a trained cross-encoder is ``benchmarks/int8_fidelity.py``).
 """
@@ -28,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -169,10 +173,20 @@ def main() -> None:
         t0 = time.perf_counter()
         export_onnx(path, family="cross-encoder", int8=True)
         print(f"export-onnx --int8: {time.perf_counter() - t0:.1f} s")
+        # the same weights with the full last layer (every position), to measure what pooled_last_layer saves
+        full_path = Path(tmp) / "minilm-ce-full-last-layer"
+        shutil.copytree(path, full_path, ignore=shutil.ignore_patterns("onnx"))
+        export_onnx(full_path, token_states=True)
         load = {"max_length": args.max_length, "batch_size": args.batch_size, "progress": False}
         ours = {
             "reason2rank torch fp32": reason2rank.load(path, runtime="torch", dtype="fp32", **load),
+            "reason2rank torch fp32, full last layer": reason2rank.load(
+                path, runtime="torch", dtype="fp32", pooled_last_layer=False, **load
+            ),
             "reason2rank ONNX Runtime fp32": reason2rank.load(path, runtime="onnx", dtype="fp32", **load),
+            "reason2rank ONNX Runtime fp32, full last layer": reason2rank.load(
+                full_path, runtime="onnx", dtype="fp32", **load
+            ),
             "reason2rank ONNX Runtime int8": reason2rank.load(path, runtime="onnx", dtype="int8", **load),
         }
         if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # else bf16 is emulated: no row
@@ -187,6 +201,9 @@ def main() -> None:
             ours["reason2rank OpenVINO fp32, 1 stream"] = one
             ours["reason2rank OpenVINO fp32"] = reason2rank.load(
                 path, runtime="openvino", dtype="fp32", **load
+            )
+            ours["reason2rank OpenVINO fp32, full last layer"] = reason2rank.load(
+                full_path, runtime="openvino", dtype="fp32", **load
             )
             print(f"OpenVINO streams by default here: {ours['reason2rank OpenVINO fp32'].model.streams}")
             if "avx512_bf16" in cpu_flags() or "amx_bf16" in cpu_flags():  # else bf16 is emulated: no row
