@@ -157,7 +157,9 @@ def test_openvino_streams_split_each_batch_and_give_the_one_request_scores(expor
     for rows in (7, 2, 1):  # 3 slices of 3/2/2 rows, 2 slices of 1, one request
         batch = {k: v[:rows] for k, v in tok.items() if k in one.input_names}
         a, b = one(**batch).logits, many(**batch).logits
-        assert a.shape == b.shape == (rows, 1) and torch.equal(a, b)
+        assert a.shape == b.shape == (rows, 1)
+        # float rounding only: the pooled last layer multiplies all of a slice's rows at once (1.5e-8 seen)
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     torch_scores = _scores(reason2rank.load(exported_bert, **TORCH), _items())
     np.testing.assert_allclose(_scores(model, _items()), torch_scores, atol=1e-4)
     with pytest.raises(ValueError, match="streams must be >= 1"):

@@ -194,3 +194,23 @@ def test_export_token_states_keeps_the_full_last_layer(tiny_bert_dir, tmp_path, 
     batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
     out = ort.model(output_hidden_states=True, **batch)
     assert tuple(out.last_hidden_state.shape) == (5, 23, 32)
+
+
+def test_folding_the_key_and_value_projections_changes_nothing_but_rounding(monkeypatch):
+    model = _tiny("bert")
+    batch = _padded_batch()
+    key = pooled_layer_list(model)[-1].attention.self.key
+    calls: list[int] = []
+    hook = key.register_forward_hook(lambda m, i, o: calls.append(o.shape[1]))
+    outs = {}
+    with torch.inference_mode():
+        want = model(**batch).logits
+        calls.clear()
+        for fold in (True, False):
+            monkeypatch.setattr(PooledLastLayer, "fold_projections", fold)
+            with pooled_last_layer(model, batch["attention_mask"]):
+                outs[fold] = model(**batch).logits
+    hook.remove()
+    assert calls == [23]  # folded: the key projection never runs; unfolded: once, over every position
+    torch.testing.assert_close(outs[True], want, atol=1e-6, rtol=0)
+    torch.testing.assert_close(outs[False], want, atol=1e-6, rtol=0)
