@@ -76,6 +76,12 @@ def main() -> None:
     ap.add_argument(
         "--no-torch", action="store_true", help="skip torch fp32 (ONNX Runtime fp32 equals it to 1e-4)"
     )
+    ap.add_argument(
+        "--full-last-layer",
+        action="store_true",
+        help="also the int8 graph of an export with the full last layer (export_onnx(token_states=True), the "
+        "graph before the pooled last layer), against the same fp32 scores",
+    )
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
 
@@ -101,6 +107,13 @@ def main() -> None:
             "ONNX Runtime fp32": reason2rank.load(model_dir, runtime="onnx", dtype="fp32", **load),
             "ONNX Runtime int8": reason2rank.load(model_dir, runtime="onnx", dtype="int8", **load),
         }
+        if args.full_last_layer:
+            full_dir = Path(tmp) / "student-full-last-layer"
+            shutil.copytree(args.student, full_dir)
+            export_onnx(full_dir, family="cross-encoder", int8=True, token_states=True)
+            models["ONNX Runtime int8, full last layer"] = reason2rank.load(
+                full_dir, runtime="onnx", dtype="int8", **load
+            )
         datasets = {
             "TREC DL19 (BM25 top-100)": dl19(),
             f"SciFact test (BM25 top-{args.scifact_depth})": scifact(args.scifact_depth),
