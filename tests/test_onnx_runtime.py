@@ -252,9 +252,9 @@ def test_int8_keeps_the_feed_forward_output_projections_fp32_unless_asked(export
     # the torch export's GELU is decomposed (Erf, Add, Mul, Mul): one feed-forward output MatMul per layer
     ffn = ffn_output_matmuls(onnx.load(str(fp32_file)).graph)
     assert len(ffn) == tiny_models.NUM_LAYERS
-    # the last layer runs at the first position only (pooled_last_layer), under its own scope name
+    # the last layer runs at the first position only (pooled_last_layer), its FFN output under a second name
     assert all(name.endswith(f"layer.{i}/output/dense/MatMul") for i, name in enumerate(ffn[:-1]))
-    assert "/output/dense" in ffn[-1]
+    assert f"layer.{tiny_models.NUM_LAYERS - 1}/output/dense" in ffn[-1]
     kept = _ops_by_name(exported_bert / "onnx" / "model_int8.onnx")
     assert all(kept[name] == "MatMul" for name in ffn)  # left fp32
     assert "QAttention" in kept.values() and "MatMulInteger" in kept.values()  # the rest is int8

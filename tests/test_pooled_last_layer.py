@@ -4,8 +4,10 @@ change where it does not apply, and the scores-only ONNX graph."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -14,12 +16,8 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 import reason2rank
 from reason2rank import Doc, Query
-from reason2rank.scorers.pooled_last_layer import (
-    POOLED_MODEL_TYPES,
-    PooledLastLayer,
-    pooled_last_layer,
-    pooled_layer_list,
-)
+from reason2rank.scorers import pooled_last_layer as pooled_module
+from reason2rank.scorers.pooled_last_layer import POOLED_MODEL_TYPES, pooled_last_layer, pooled_layer_list
 
 TORCH = {"runtime": "torch", "dtype": "fp32", "progress": False}
 
@@ -64,25 +62,69 @@ def test_logits_equal_the_full_forward(model_type, num_labels):
     torch.testing.assert_close(alone.logits, want[2:3], atol=1e-6, rtol=0)
 
 
-def test_the_last_layer_really_runs_on_one_position_and_is_put_back():
+def test_the_last_layer_really_runs_on_one_position_only_inside_the_block():
     model = _tiny("bert")
     layers = pooled_layer_list(model)
     assert layers is not None
     original = layers[-1]
+    keys = list(model.state_dict())
     widths: list[int] = []
     hook = original.intermediate.register_forward_hook(lambda m, i, o: widths.append(o.shape[1]))
     batch = _padded_batch()
     with torch.inference_mode():
         model(**batch)
         with pooled_last_layer(model, batch["attention_mask"]):
-            assert isinstance(layers[-1], PooledLastLayer)
             model(**batch)
+        full = model(**batch, output_hidden_states=True)
+        with pytest.raises(RuntimeError, match="boom"), pooled_last_layer(model, batch["attention_mask"]):
+            raise RuntimeError("boom")
+        model(**batch)
     hook.remove()
-    assert widths == [23, 1]  # the feed-forward block: every position, then the first only
-    assert layers[-1] is original
-    with pytest.raises(RuntimeError, match="boom"), pooled_last_layer(model, batch["attention_mask"]):
-        raise RuntimeError("boom")
-    assert layers[-1] is original
+    # the feed-forward block: every position, the first only, then every position again (after an error too)
+    assert widths == [23, 1, 23, 23]
+    assert full.hidden_states[-1].shape[1] == 23
+    assert layers[-1] is original and list(model.state_dict()) == keys  # nothing swapped, nothing renamed
+
+
+def test_another_thread_sees_the_full_layer_meanwhile():
+    model = _tiny("bert")
+    batch = _padded_batch()
+    seen = {}
+
+    def other_thread() -> None:
+        with torch.inference_mode():
+            out = model(**batch, output_hidden_states=True)
+        seen["states"], seen["logits"] = out.hidden_states[-1], out.logits
+
+    with torch.inference_mode():
+        want = model(**batch).logits
+        with pooled_last_layer(model, batch["attention_mask"][:2]):  # another batch in this thread
+            worker = threading.Thread(target=other_thread)
+            worker.start()
+            worker.join()
+            mine = model(input_ids=batch["input_ids"][:2], attention_mask=batch["attention_mask"][:2]).logits
+    assert seen["states"].shape == (5, 23, 32)
+    torch.testing.assert_close(seen["logits"], want, atol=0, rtol=0)
+    torch.testing.assert_close(mine, want[:2], atol=1e-6, rtol=0)
+
+
+def test_a_deep_copy_runs_pooled_on_its_own_weights():
+    model = _tiny("bert")
+    batch = _padded_batch()
+    with torch.inference_mode(), pooled_last_layer(model, batch["attention_mask"]):
+        model(**batch)
+    twin = copy.deepcopy(model)
+    with torch.no_grad():
+        pooled_layer_list(twin)[-1].output.dense.weight.mul_(3.0)  # (a bias shift would be normalised away)
+    with torch.inference_mode():
+        want = twin(**batch).logits
+        with pooled_last_layer(twin, batch["attention_mask"]) as used:
+            got = twin(**batch).logits
+        with pooled_last_layer(model, batch["attention_mask"]):
+            original = model(**batch).logits
+    assert used
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    assert (original - want).abs().max() > 1e-3  # the copy's layer, not the original's, ran
 
 
 def test_nothing_changes_where_it_does_not_apply(tiny_deberta_v2_dir):
@@ -90,9 +132,8 @@ def test_nothing_changes_where_it_does_not_apply(tiny_deberta_v2_dir):
     assert pooled_layer_list(deberta) is None  # relative attention, its own pooler: not recognised
     bert = _tiny("bert")
     assert pooled_layer_list(AutoModelForSequenceClassification) is None
-    layers = pooled_layer_list(bert)
     with pooled_last_layer(bert, None) as used:
-        assert not used and not isinstance(layers[-1], PooledLastLayer)
+        assert not used
     bert.train()
     with pooled_last_layer(bert, _padded_batch()["attention_mask"]) as used:
         assert not used  # training: dropout over every position, as the full layer draws it
@@ -207,7 +248,7 @@ def test_folding_the_key_and_value_projections_changes_nothing_but_rounding(monk
         want = model(**batch).logits
         calls.clear()
         for fold in (True, False):
-            monkeypatch.setattr(PooledLastLayer, "fold_projections", fold)
+            monkeypatch.setattr(pooled_module, "FOLD_PROJECTIONS", fold)
             with pooled_last_layer(model, batch["attention_mask"]):
                 outs[fold] = model(**batch).logits
     hook.remove()

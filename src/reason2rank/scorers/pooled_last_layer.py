@@ -6,22 +6,28 @@ last layer's hidden state at position 0 (``[CLS]`` / ``<s>``): the pooler or the
 layer is computed for position 0 alone: its keys and values still come from every position, but the query, the
 attention output, the feed-forward block and both layer norms run on one token instead of ``L``. That is exact
 (the same arithmetic on the one row that is read, up to float rounding) and, with the key and value projections
-folded into that one query (``PooledLastLayer``), leaves almost nothing of the layer's work: ~16% of a 6-layer
+folded into that one query (``pooled_forward``), leaves almost nothing of the layer's work: ~16% of a 6-layer
 MiniLM's FLOPs saved, ~8% of a 12-layer BERT's.
 
-``pooled_last_layer(model, attention_mask)`` swaps the layer in for one forward (and back, even on error); it
-does nothing for a model it does not recognise, so callers can use it unconditionally.
+``pooled_last_layer(model, attention_mask)`` turns it on for the forwards the calling thread runs inside the
+block. Nothing in the model is swapped: the last layer's instance gets, once, a ``forward`` that runs the pooled
+computation only for the thread (and the layer) that asked, and the layer's own forward otherwise, so another
+thread using the same model at the same time, and anything outside the block (the evidence head's per-token
+states, training), sees the full layer; parameters, ``state_dict`` and ``save_pretrained`` are untouched. It does
+nothing for a model it does not recognise, so callers can use it unconditionally.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+import types
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
-__all__ = ["POOLED_MODEL_TYPES", "pooled_last_layer", "pooled_layer_list"]
+__all__ = ["POOLED_MODEL_TYPES", "pooled_forward", "pooled_last_layer", "pooled_layer_list"]
 
 #: model types whose sequence-classification head reads the last hidden state at position 0 only, and whose
 #: layers are the post-layer-norm BERT layer (``attention.self`` q/k/v, ``attention.output``, feed-forward)
@@ -63,12 +69,15 @@ def pooled_layer_list(model: Any) -> torch.nn.ModuleList | None:
     return layers if needed else None
 
 
-class PooledLastLayer(torch.nn.Module):
-    """A BERT layer run for position 0 only: returns ``[B, 1, H]`` where the layer returns ``[B, L, H]``.
+#: fold the key and value projections into the query where the weights can be read (see ``pooled_forward``)
+FOLD_PROJECTIONS = True
 
-    ``key_mask`` is the batch's 2-D attention mask (1 = token, 0 = padding), the same for every call this
-    module sees; the encoder's own prepared mask (whose form depends on the attention implementation) is not
-    read.
+
+def pooled_forward(layer: Any, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+    """A BERT ``layer`` run for position 0 only: ``[B, 1, H]`` where the layer returns ``[B, L, H]``.
+
+    ``key_mask`` is the batch's 2-D attention mask (1 = token, 0 = padding); the encoder's own prepared mask
+    (whose form depends on the attention implementation) is not read.
 
     With one query row the key and value projections need not be applied to every token either: per head,
     ``q·(W_k h_j + b_k) = (W_kᵀ q)·h_j + q·b_k``, where ``q·b_k`` is the same for every ``j`` and cancels in the
@@ -77,49 +86,58 @@ class PooledLastLayer(torch.nn.Module):
     needs the projections' weights: when they are plain ``nn.Linear`` (not a LoRA or quantised wrapper, which
     must be called) they are read directly, else the keys and values are projected as usual.
     """
+    attention = layer.attention
+    sa = attention.self
+    batch, length, size = hidden_states.shape
+    heads, width = int(sa.num_attention_heads), int(sa.attention_head_size)
+    first = hidden_states[:, :1]
+    query = sa.query(first).view(batch, 1, heads, width).transpose(1, 2)  # [B, heads, 1, width]
+    folded = FOLD_PROJECTIONS and type(sa.key) is torch.nn.Linear and type(sa.value) is torch.nn.Linear
+    if folded:  # batched matmuls over heads (weights) and over the batch (states): nothing is broadcast
+        key_w = sa.key.weight.view(heads, width, size)  # per head [width, H]
+        value_w = sa.value.weight.view(heads, width, size)
+        per_head = query.reshape(batch, heads, width).transpose(0, 1)  # [heads, B, width]
+        reader = torch.bmm(per_head, key_w).transpose(0, 1)  # W_kᵀ q: [B, heads, H]
+        scores = torch.bmm(reader, hidden_states.transpose(1, 2)) * (width**-0.5)  # [B, heads, L]
+        padding = key_mask[:, None, :] == 0
+        probs = torch.softmax(scores.masked_fill(padding, torch.finfo(scores.dtype).min), dim=-1)
+        mixed = torch.bmm(probs, hidden_states).transpose(0, 1)  # Σ_j p_j h_j: [heads, B, H]
+        context = torch.bmm(mixed, value_w.transpose(1, 2))  # [heads, B, width]
+        if sa.value.bias is not None:
+            context = context + sa.value.bias.view(heads, 1, width)
+        context = context.permute(1, 0, 2).reshape(batch, 1, heads * width)
+    else:
+        key = sa.key(hidden_states).view(batch, length, heads, width).transpose(1, 2)
+        value = sa.value(hidden_states).view(batch, length, heads, width).transpose(1, 2)
+        scores = torch.matmul(query, key.transpose(2, 3)) * (width**-0.5)  # [B, heads, 1, L]
+        padding = key_mask[:, None, None, :] == 0
+        probs = torch.softmax(scores.masked_fill(padding, torch.finfo(scores.dtype).min), dim=-1)
+        context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, heads * width)
+    attended = attention.output(context, first)  # dense, dropout, LayerNorm(x + residual)
+    out: torch.Tensor = layer.feed_forward_chunk(attended)
+    return out
 
-    #: fold the key and value projections into the query where the weights can be read (see above)
-    fold_projections = True
 
-    def __init__(self, layer: torch.nn.Module, key_mask: torch.Tensor) -> None:
-        super().__init__()
-        self.layer = layer
-        self.key_mask = key_mask
+class _Requests(threading.local):
+    """Per thread: the layer asked to run pooled, and the batch's 2-D mask (``None`` outside every block)."""
 
-    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        layer: Any = self.layer
-        attention = layer.attention
-        sa = attention.self
-        batch, length, size = hidden_states.shape
-        heads, width = int(sa.num_attention_heads), int(sa.attention_head_size)
-        first = hidden_states[:, :1]
-        query = sa.query(first).view(batch, 1, heads, width).transpose(1, 2)  # [B, heads, 1, width]
-        folded = (
-            self.fold_projections and type(sa.key) is torch.nn.Linear and type(sa.value) is torch.nn.Linear
-        )
-        if folded:  # batched matmuls over heads (weights) and over the batch (states): nothing is broadcast
-            key_w = sa.key.weight.view(heads, width, size)  # per head [width, H]
-            value_w = sa.value.weight.view(heads, width, size)
-            per_head = query.reshape(batch, heads, width).transpose(0, 1)  # [heads, B, width]
-            reader = torch.bmm(per_head, key_w).transpose(0, 1)  # W_kᵀ q: [B, heads, H]
-            scores = torch.bmm(reader, hidden_states.transpose(1, 2)) * (width**-0.5)  # [B, heads, L]
-            padding = self.key_mask[:, None, :] == 0
-            probs = torch.softmax(scores.masked_fill(padding, torch.finfo(scores.dtype).min), dim=-1)
-            mixed = torch.bmm(probs, hidden_states).transpose(0, 1)  # Σ_j p_j h_j: [heads, B, H]
-            context = torch.bmm(mixed, value_w.transpose(1, 2))  # [heads, B, width]
-            if sa.value.bias is not None:
-                context = context + sa.value.bias.view(heads, 1, width)
-            context = context.permute(1, 0, 2).reshape(batch, 1, heads * width)
-        else:
-            key = sa.key(hidden_states).view(batch, length, heads, width).transpose(1, 2)
-            value = sa.value(hidden_states).view(batch, length, heads, width).transpose(1, 2)
-            scores = torch.matmul(query, key.transpose(2, 3)) * (width**-0.5)  # [B, heads, 1, L]
-            padding = self.key_mask[:, None, None, :] == 0
-            probs = torch.softmax(scores.masked_fill(padding, torch.finfo(scores.dtype).min), dim=-1)
-            context = torch.matmul(probs, value).transpose(1, 2).reshape(batch, 1, heads * width)
-        attended = attention.output(context, first)  # dense, dropout, LayerNorm(x + residual)
-        out: torch.Tensor = layer.feed_forward_chunk(attended)
-        return out
+    layer: Any = None
+    key_mask: torch.Tensor | None = None
+
+
+_REQUESTS = _Requests()
+
+
+def _dispatching_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+    """The last layer's instance ``forward``: pooled for the thread that asked for this layer, else its own."""
+    if _REQUESTS.layer is self and _REQUESTS.key_mask is not None and not self.training:
+        return pooled_forward(self, hidden_states, _REQUESTS.key_mask)
+    return type(self).forward(self, hidden_states, *args, **kwargs)
+
+
+def _dispatches(layer: Any) -> bool:
+    bound = layer.__dict__.get("forward")
+    return getattr(bound, "__func__", None) is _dispatching_forward and bound.__self__ is layer
 
 
 @contextlib.contextmanager
@@ -134,9 +152,12 @@ def pooled_last_layer(model: Any, attention_mask: torch.Tensor | None) -> Iterat
     if layers is None or getattr(model, "training", False):
         yield False
         return
-    original = layers[-1]
-    layers[-1] = PooledLastLayer(original, attention_mask)  # type: ignore[arg-type]
+    last = layers[-1]
+    if not _dispatches(last):  # once per layer instance; a bound method, so deepcopy rebinds it to the copy
+        last.forward = types.MethodType(_dispatching_forward, last)
+    before = (_REQUESTS.layer, _REQUESTS.key_mask)
+    _REQUESTS.layer, _REQUESTS.key_mask = last, attention_mask
     try:
         yield True
     finally:
-        layers[-1] = original
+        _REQUESTS.layer, _REQUESTS.key_mask = before
