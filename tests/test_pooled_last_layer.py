@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import pickle
 import shutil
 import threading
 
@@ -108,12 +109,13 @@ def test_another_thread_sees_the_full_layer_meanwhile():
     torch.testing.assert_close(mine, want[:2], atol=1e-6, rtol=0)
 
 
-def test_a_deep_copy_runs_pooled_on_its_own_weights():
+@pytest.mark.parametrize("duplicate", ["deepcopy", "pickle"])
+def test_a_copy_runs_pooled_on_its_own_weights(duplicate):
     model = _tiny("bert")
     batch = _padded_batch()
     with torch.inference_mode(), pooled_last_layer(model, batch["attention_mask"]):
         model(**batch)
-    twin = copy.deepcopy(model)
+    twin = copy.deepcopy(model) if duplicate == "deepcopy" else pickle.loads(pickle.dumps(model))
     with torch.no_grad():
         pooled_layer_list(twin)[-1].output.dense.weight.mul_(3.0)  # (a bias shift would be normalised away)
     with torch.inference_mode():

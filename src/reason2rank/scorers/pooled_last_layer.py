@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,16 +127,26 @@ class _Requests(threading.local):
 _REQUESTS = _Requests()
 
 
-def _dispatching_forward(self: Any, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-    """The last layer's instance ``forward``: pooled for the thread that asked for this layer, else its own."""
-    if _REQUESTS.layer is self and _REQUESTS.key_mask is not None and not self.training:
-        return pooled_forward(self, hidden_states, _REQUESTS.key_mask)
-    return type(self).forward(self, hidden_states, *args, **kwargs)
+class _DispatchingForward:
+    """The last layer's instance ``forward``: pooled for the thread that asked for this layer, else its own.
+
+    A plain object (not a bound method) so that a model that has one still pickles, and a deep copy gets one
+    bound to its own copy of the layer.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+
+    def __call__(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+        layer = self.layer
+        if _REQUESTS.layer is layer and _REQUESTS.key_mask is not None and not layer.training:
+            return pooled_forward(layer, hidden_states, _REQUESTS.key_mask)
+        return type(layer).forward(layer, hidden_states, *args, **kwargs)
 
 
 def _dispatches(layer: Any) -> bool:
-    bound = layer.__dict__.get("forward")
-    return getattr(bound, "__func__", None) is _dispatching_forward and bound.__self__ is layer
+    own = layer.__dict__.get("forward")
+    return isinstance(own, _DispatchingForward) and own.layer is layer
 
 
 @contextlib.contextmanager
@@ -153,8 +162,8 @@ def pooled_last_layer(model: Any, attention_mask: torch.Tensor | None) -> Iterat
         yield False
         return
     last = layers[-1]
-    if not _dispatches(last):  # once per layer instance; a bound method, so deepcopy rebinds it to the copy
-        last.forward = types.MethodType(_dispatching_forward, last)
+    if not _dispatches(last):  # once per layer instance
+        last.forward = _DispatchingForward(last)
     before = (_REQUESTS.layer, _REQUESTS.key_mask)
     _REQUESTS.layer, _REQUESTS.key_mask = last, attention_mask
     try:
