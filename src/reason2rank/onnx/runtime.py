@@ -252,7 +252,8 @@ class OnnxEncoderModel:
             raise ValueError(
                 f"the ONNX graph {self.graph} gives the scores only (a cross-encoder exported without an evidence "
                 "head runs its last layer at the first position), so it has no per-token states; attach the "
-                "evidence head, save, and export again (the graph then keeps them), or use runtime='torch'"
+                "evidence head, save, and export again, or export again with --token-states (token_states=True) "
+                "(the graph then keeps them), or use runtime='torch'"
             )
         if (output_hidden_states or not wanted) and "last_hidden_state" in self.output_names:
             wanted.append("last_hidden_state")

@@ -42,8 +42,9 @@ class CrossEncoderReranker(TransformerReranker):
     mean probability (one batched forward, no occlusion passes), or ``None`` below ``evidence_threshold``.
 
     Scoring runs the last layer at the first position only when the head reads nothing else (BERT, RoBERTa,
-    XLM-R, CamemBERT, ELECTRA; see ``scorers.pooled_last_layer``): the same scores (to float rounding) for ~5/6
-    of one layer's work less. ``pooled_last_layer=False`` runs the full layer.
+    XLM-R, CamemBERT, ELECTRA; see ``scorers.pooled_last_layer``): the same scores (to float rounding) for
+    almost none of that layer's work (~16% less arithmetic on a 6-layer MiniLM). ``pooled_last_layer=False`` runs
+    the full layer.
     """
 
     family = "cross-encoder"
@@ -176,9 +177,8 @@ class CrossEncoderReranker(TransformerReranker):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The relevance score of each row of a padded batch (see the class docstring)."""
-        if not self.pooled_last_layer:
-            return self._scores_from_logits(self.model(**batch).logits)
-        with pooled_last_layer(self.model, batch.get("attention_mask")):
+        mask = batch.get("attention_mask") if self.pooled_last_layer else None
+        with pooled_last_layer(self.model, mask):  # no mask: the full layer
             return self._scores_from_logits(self.model(**batch).logits)
 
     def forward_with_evidence(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
