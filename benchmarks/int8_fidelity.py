@@ -7,10 +7,18 @@ It is copied to a temporary folder and exported there (``export_onnx(..., int8=T
 is left as it is. For each data set: torch fp32 (DL19 only: ONNX Runtime fp32 equals it to 1e-4, which is
 checked), ONNX Runtime fp32 and ONNX Runtime int8 rerank the same candidates; printed are the Spearman
 correlation of int8 with fp32 scores (over all pairs, and the mean over queries), nDCG@10 of each, the
-difference, and pairs/s.
+difference, the mean |int8 - fp32| score difference, the top-10 overlap with fp32, and pairs/s.
+
+``--datasets scifact-train`` adds a selection set that is neither test set: the first ``--queries`` SciFact *train*
+queries x their BM25 top-``--scifact-depth`` (from ``--train-run``, the run ``distill_scifact.py`` writes into its
+cache), where int8 variants are compared before one becomes the default. ``--fp32-rows`` adds the int8 graph
+whose single-position MatMuls (the pooled last layer's, the pooler's and the classifier's) stay fp32
+(``quantize_int8(..., fp32_single_position=True)``), against the same fp32 scores.
 
     python benchmarks/distill_scifact.py --max-steps 150 --depth 10 --skip-zeroshot --cache /tmp/student
     flock /tmp/r2r-bench.lock python benchmarks/int8_fidelity.py --student /tmp/student/work/student-*/model
+    flock /tmp/r2r-bench.lock python benchmarks/int8_fidelity.py --student S --datasets scifact-train \
+        --queries 100 --scifact-depth 30 --train-run /tmp/student/bm25_train_top100.trec --no-torch --fp32-rows
 """
 
 from __future__ import annotations
@@ -47,15 +55,30 @@ def dl19() -> tuple[list, dict]:
     return read_rankllm_candidates(data / "bm25_top100.json"), read_qrels(data / "qrels.txt")
 
 
-def scifact(depth: int) -> tuple[list, dict]:
+def scifact(depth: int, split: str = "test", run_file: Path | None = None) -> tuple[list, dict]:
     from reason2rank.data import candidates_from_run, read_docs_jsonl, read_qrels, read_topics, read_trec_run
 
     data = SHARED_DATA / "beir-scifact"
-    run = {qid: ranked[:depth] for qid, ranked in read_trec_run(data / "bm25_test_top100.trec").items()}
+    run_file = run_file or data / "bm25_test_top100.trec"
+    if not run_file.is_file():
+        raise SystemExit(
+            f"no BM25 run at {run_file}: `python benchmarks/distill_scifact.py --skip-train` writes the train "
+            "run into its cache (bm25_train_top100.trec); pass it with --train-run"
+        )
+    run = {qid: ranked[:depth] for qid, ranked in read_trec_run(run_file).items()}
     items = candidates_from_run(
-        run, read_topics(data / "queries.test.jsonl"), read_docs_jsonl(data / "corpus.jsonl")
+        run, read_topics(data / f"queries.{split}.jsonl"), read_docs_jsonl(data / "corpus.jsonl")
     )
-    return items, read_qrels(data / "qrels" / "test.tsv")
+    return items, read_qrels(data / "qrels" / f"{split}.tsv")
+
+
+def top10_overlap(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mean share of each query's fp32 top 10 (``b``) that int8 (``a``) also puts in its top 10."""
+    shares = []
+    for x, y in zip(a, b):
+        k = min(10, len(y))
+        shares.append(len(set(np.argsort(-x)[:k]) & set(np.argsort(-y)[:k])) / k)
+    return float(np.mean(shares))
 
 
 def score(model: Any, items: list) -> tuple[list[np.ndarray], float]:
@@ -82,8 +105,29 @@ def main() -> None:
         help="also the int8 graph of an export with the full last layer (export_onnx(token_states=True), the "
         "graph before the pooled last layer), against the same fp32 scores",
     )
+    ap.add_argument(
+        "--fp32-rows",
+        action="store_true",
+        help="also the int8 graph whose single-position MatMuls stay fp32 (quantize_int8(..., "
+        "fp32_single_position=True)), against the same fp32 scores",
+    )
+    ap.add_argument(
+        "--datasets",
+        default="dl19,scifact",
+        help="comma-separated: dl19, scifact (test), scifact-train (selection set; needs --train-run)",
+    )
+    ap.add_argument(
+        "--train-run",
+        type=Path,
+        default=Path("~/.cache/reason2rank/bench/scifact/bm25_train_top100.trec").expanduser(),
+        help="BM25 run of the SciFact train queries (default: distill_scifact.py's cache)",
+    )
     ap.add_argument("--json", help="write the figures to this file")
     args = ap.parse_args()
+    wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    unknown = sorted(set(wanted) - {"dl19", "scifact", "scifact-train"})
+    if unknown:
+        ap.error(f"unknown --datasets {unknown}: choose from dl19, scifact, scifact-train")
 
     from scipy.stats import spearmanr
     from transformers.utils import logging as hf_logging
@@ -114,14 +158,33 @@ def main() -> None:
             models["ONNX Runtime int8, full last layer"] = reason2rank.load(
                 full_dir, runtime="onnx", dtype="int8", **load
             )
-        datasets = {
-            "TREC DL19 (BM25 top-100)": dl19(),
-            f"SciFact test (BM25 top-{args.scifact_depth})": scifact(args.scifact_depth),
-        }
+        if args.fp32_rows:
+            from transformers import AutoConfig
+
+            from reason2rank.onnx.quantize import quantize_int8
+
+            rows_dir = Path(tmp) / "student-fp32-rows"
+            shutil.copytree(model_dir, rows_dir)
+            text = AutoConfig.from_pretrained(model_dir).get_text_config()
+            quantize_int8(rows_dir / record.fp32, rows_dir / record.int8, fp32_single_position=True,
+                          num_heads=int(text.num_attention_heads), hidden_size=int(text.hidden_size))  # fmt: skip
+            models["ONNX Runtime int8, single-position rows fp32"] = reason2rank.load(
+                rows_dir, runtime="onnx", dtype="int8", **load
+            )
+        datasets = {}
+        if "dl19" in wanted:
+            datasets["TREC DL19 (BM25 top-100)"] = dl19()
+        if "scifact" in wanted:
+            datasets[f"SciFact test (BM25 top-{args.scifact_depth})"] = scifact(args.scifact_depth)
+        if "scifact-train" in wanted:
+            datasets[f"SciFact train, selection set (BM25 top-{args.scifact_depth})"] = scifact(
+                args.scifact_depth, "train", args.train_run
+            )
         print(
-            "\n| data | pairs | system | pairs/s | nDCG@10 | Δ nDCG@10 vs fp32 | Spearman vs fp32 (all pairs / per query) |"
+            "\n| data | pairs | system | pairs/s | nDCG@10 | Δ nDCG@10 vs fp32 | Spearman vs fp32 (all pairs / per query) "
+            "| mean abs diff | top-10 overlap |"
         )
-        print("|---|---:|---|---:|---:|---:|---:|")
+        print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
         for name, (items, qrels) in datasets.items():
             items = items[: args.queries]
             qrels = {q.id: qrels[q.id] for q, _ in items if q.id in qrels}
@@ -146,13 +209,16 @@ def main() -> None:
                 ]
                 row = {"pairs_per_s": round(speed, 1), "ndcg10": round(ndcg10(qrels, items, scores), 4),
                        "spearman_all": round(float(spearmanr(both, flat).statistic), 4),
-                       "spearman_per_query": round(float(np.nanmean(per_query)), 4)}  # fmt: skip
+                       "spearman_per_query": round(float(np.nanmean(per_query)), 4),
+                       "mean_abs_diff": round(float(np.abs(both - flat).mean()), 4),
+                       "top10_overlap": round(top10_overlap(scores, fp32), 4)}  # fmt: skip
                 entry["systems"][system] = row
             base = entry["systems"]["ONNX Runtime fp32"]["ndcg10"]
             for system, row in entry["systems"].items():
                 row["ndcg10_delta"] = round(row["ndcg10"] - base, 4)
                 print(f"| {name} | {pairs} | {system} | {row['pairs_per_s']:.1f} | {row['ndcg10']:.4f} | "
-                      f"{row['ndcg10_delta']:+.4f} | {row['spearman_all']:.4f} / {row['spearman_per_query']:.4f} |")  # fmt: skip
+                      f"{row['ndcg10_delta']:+.4f} | {row['spearman_all']:.4f} / {row['spearman_per_query']:.4f} | "
+                      f"{row['mean_abs_diff']:.4f} | {100 * row['top10_overlap']:.1f}% |")  # fmt: skip
             if "max_abs_onnx_fp32_vs_torch" in entry:
                 print(
                     f"  max |ONNX Runtime fp32 - torch fp32| over {pairs} pairs: {entry['max_abs_onnx_fp32_vs_torch']:.1e}"

@@ -263,6 +263,41 @@ def test_int8_keeps_the_feed_forward_output_projections_fp32_unless_asked(export
     assert list(every.values()).count("MatMulInteger") > list(kept.values()).count("MatMulInteger")
 
 
+def test_int8_keeps_the_single_position_matmuls_fp32_when_asked(exported_bert, tmp_path):
+    import onnx
+
+    from reason2rank.onnx.quantize import quantize_int8, single_position_matmuls
+
+    fp32_file = exported_bert / "onnx" / "model.onnx"
+    last = f"layer.{tiny_models.NUM_LAYERS - 1}/"
+    rows = single_position_matmuls(onnx.load(str(fp32_file)))
+    # the pooled last layer's query, attention-output, FFN-in and FFN-out projections, the pooler, the classifier
+    assert sum(last in name for name in rows) == 4
+    assert any("pooler" in name for name in rows) and any("classifier" in name for name in rows)
+    assert len(rows) == 6  # and nothing from the layers that read every position
+
+    def one_row(ops: dict[str, str]) -> dict[str, str]:
+        return {n: op for n, op in ops.items() if last in n or "pooler" in n or "classifier" in n}
+
+    # by default they are int8 like the rest (query, attention output, FFN in, pooler, classifier; FFN out is
+    # kept fp32 by fp32_ffn_output)
+    default = _ops_by_name(exported_bert / "onnx" / "model_int8.onnx")
+    assert list(one_row(default).values()).count("MatMulInteger") == 5
+    kept = _ops_by_name(quantize_int8(fp32_file, tmp_path / "rows.onnx", fp32_single_position=True))
+    assert "MatMulInteger" not in one_row(kept).values()
+    # the quantiser rewrites a Gemm (pooler, classifier) as "<name>_MatMul" first: kept fp32 under that name
+    assert sum(n.endswith("Gemm_MatMul") and op == "MatMul" for n, op in kept.items()) == 2
+    assert any(
+        op == "MatMulInteger" and f"layer.{tiny_models.NUM_LAYERS - 2}/" in n for n, op in kept.items()
+    )
+
+
+def test_single_position_matmuls_is_empty_where_shape_inference_cannot_run():
+    from reason2rank.onnx.quantize import single_position_matmuls
+
+    assert single_position_matmuls(object()) == []  # not a model: nothing kept back, quantised as usual
+
+
 def test_a_stale_export_is_never_used(tmp_path, tiny_bert_dir):
     path = _copy(tiny_bert_dir, tmp_path / "m")
     export_onnx(path, family="cross-encoder")
