@@ -24,6 +24,7 @@ from reason2rank.onnx.record import (
     ONNX_DIR,
     ONNX_FP32_FILE,
     ONNX_INT8_FILE,
+    SEQUENCE_AXIS,
     OnnxRecord,
     weights_fingerprint,
     weights_stat,
@@ -137,8 +138,8 @@ def _trace(
 ) -> None:
     import torch
 
-    axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes.update({o: ({0: "batch"} if o == "logits" else {0: "batch", 1: "sequence"}) for o in outputs})
+    axes = {n: {0: "batch", 1: SEQUENCE_AXIS} for n in names}
+    axes.update({o: ({0: "batch"} if o == "logits" else {0: "batch", 1: SEQUENCE_AXIS}) for o in outputs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer and exporter chatter about constants that are checked below
         torch.onnx.export(

@@ -30,6 +30,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from reason2rank.onnx.record import SEQUENCE_AXIS
+
 __all__ = ["ffn_output_matmuls", "quantize_int8", "single_position_matmuls"]
 
 logger = logging.getLogger(__name__)
@@ -74,11 +76,7 @@ def ffn_output_matmuls(graph: Any, hops: int = 4) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and after_gelu(n.input[0], hops)]
 
 
-#: the symbolic dimension of the token axis in our exported graphs (``reason2rank.onnx.export``)
-SEQUENCE_DIM = "sequence"
-
-
-def single_position_matmuls(model: Any, sequence_dim: str = SEQUENCE_DIM) -> list[str]:
+def single_position_matmuls(model: Any, sequence_dim: str = SEQUENCE_AXIS) -> list[str]:
     """Names of the weight MatMuls/Gemms of ``model`` (an ``onnx.ModelProto``) whose input holds one position per
     pair: no ``sequence_dim`` in its shape after ONNX Runtime's symbolic shape inference. [] (and a log line) when
     the inference cannot run on the graph, so the caller quantises as before."""

@@ -35,6 +35,7 @@ __all__ = [
     "ONNX_FP32_FILE",
     "ONNX_INT8_FILE",
     "OnnxRecord",
+    "SEQUENCE_AXIS",
     "weight_files",
     "weights_fingerprint",
 ]
@@ -43,6 +44,8 @@ __all__ = [
 ONNX_DIR = "onnx"
 ONNX_FP32_FILE = "model.onnx"
 ONNX_INT8_FILE = "model_int8.onnx"
+#: the symbolic name of the token axis of an exported graph's inputs and per-token outputs
+SEQUENCE_AXIS = "sequence"
 
 _WEIGHT_PATTERNS = ("config.json", "model*.safetensors", "model.safetensors.index.json", "pytorch_model*.bin",
                     "pytorch_model.bin.index.json")  # fmt: skip
